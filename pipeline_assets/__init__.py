@@ -1,0 +1,1 @@
+"""shoplake's Dagster code location: the lake's layers as software-defined assets."""

@@ -1,0 +1,9 @@
+"""The code location's root: merges per-layer definitions and does nothing else."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from pipeline_assets.sources import kafka_topics
+
+defs = dg.Definitions.merge(kafka_topics.defs)

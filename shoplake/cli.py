@@ -1,0 +1,396 @@
+"""The ``shoplake`` command: local platform, contracts, simulator, collector and demo."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from shoplake.settings import ConfigError, get_settings
+
+console = Console()
+
+
+def _fail(exc: Exception) -> None:
+    console.print(f"[bold red]error:[/] {exc}")
+    sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """shoplake: e-commerce behaviour data from collector to Kafka to a Dagster lake.
+
+    Settings come from SHOPLAKE_* environment variables (see shoplake/settings.py).
+    """
+
+
+# -- kafka ---------------------------------------------------------------------------------------
+@main.group()
+def kafka() -> None:
+    """The local single-node Kafka (KRaft) broker, or the cluster in SHOPLAKE_KAFKA_BOOTSTRAP."""
+
+
+def _local_kafka():
+    from shoplake.platform.kafka import LocalKafka
+
+    settings = get_settings()
+    if not settings.kafka_provisioned:
+        _fail(ConfigError(f"SHOPLAKE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: shoplake "
+                          "uses that cluster and provisions no broker. Unset it to use the local one."))  # fmt: skip
+    return LocalKafka.from_settings(settings)
+
+
+@kafka.command("install")
+def kafka_install() -> None:
+    """Resolve the Kafka broker jars from Maven Central (once)."""
+    from shoplake.platform.kafka import kafka_version
+
+    settings = get_settings()
+    if not settings.kafka_provisioned:
+        console.print(
+            f"using the existing cluster at {settings.kafka_bootstrap}; nothing to install"
+        )
+        return
+    broker = _local_kafka()
+    try:
+        if broker.installed():
+            console.print(f"Kafka {kafka_version()} already resolved in {broker.libs}")
+            return
+        console.print(f"resolving Apache Kafka {kafka_version()} with Maven (first time only) ...")
+        console.print(f"Kafka jars in {broker.install()}")
+    except Exception as exc:
+        _fail(exc)
+
+
+@kafka.command("start")
+@click.option(
+    "--timeout", default=90.0, show_default=True, help="Seconds to wait for the broker to answer."
+)
+def kafka_start(timeout: float) -> None:
+    """Start the broker in the background and create/update the declared topics."""
+    from shoplake.platform.topics import ensure_topics
+
+    broker = _local_kafka()
+    try:
+        if not broker.installed():
+            console.print("resolving the Kafka broker with Maven (first time only) ...")
+        console.print(broker.start(timeout=timeout))
+        for change in ensure_topics(broker.bootstrap):
+            console.print(f"  {change}")
+    except Exception as exc:
+        _fail(exc)
+
+
+@kafka.command("stop")
+def kafka_stop() -> None:
+    """Stop the broker shoplake started (by pid): gracefully, then forcefully."""
+    console.print(_local_kafka().stop())
+
+
+@kafka.command("status")
+def kafka_status() -> None:
+    """Is the local broker running?"""
+    settings = get_settings()
+    if not settings.kafka_provisioned:
+        from shoplake.platform.kafka import KafkaUnavailable, wait_for_broker
+
+        try:
+            wait_for_broker(settings.bootstrap_servers, timeout=5)
+            console.print(f"Kafka: external cluster at {settings.bootstrap_servers} answers")
+        except KafkaUnavailable as exc:
+            _fail(exc)
+        return
+    console.print(_local_kafka().status())
+
+
+@kafka.command("topics")
+@click.option("--apply/--no-apply", default=True, show_default=True,
+              help="Create missing topics and apply the declared configs before listing.")  # fmt: skip
+def kafka_topics(apply: bool) -> None:
+    """Apply shoplake/platform/topics.yaml and list topics with partitions and message counts."""
+    from shoplake.platform.kafka import wait_for_broker
+    from shoplake.platform.topics import describe_topics, ensure_topics, load_topics
+
+    settings = get_settings()
+    try:
+        wait_for_broker(settings.bootstrap_servers, timeout=10)
+        if apply:
+            for change in ensure_topics(settings.bootstrap_servers):
+                console.print(f"  {change}")
+        declared = load_topics()
+        table = Table("topic", "partitions", "messages", "retention", "declared")
+        for name, info in describe_topics(settings.bootstrap_servers).items():
+            spec = declared.get(name)
+            retention = (
+                f"{spec.retention_ms / 86_400_000:g}d" if spec and spec.retention_ms > 0 else "-"
+            )
+            table.add_row(
+                name,
+                str(info["partitions"]),
+                str(info["messages"]),
+                retention,
+                "yes" if spec else "no",
+            )
+        console.print(table)
+    except Exception as exc:
+        _fail(exc)
+
+
+# -- postgres ------------------------------------------------------------------------------------
+@main.group()
+def postgres() -> None:
+    """The project-local PostgreSQL cluster (Debian's binaries, data under SHOPLAKE_HOME)."""
+
+
+def _local_pg():
+    from shoplake.platform.postgres import LocalPostgres
+
+    settings = get_settings()
+    if settings.pg_dsn:
+        _fail(ConfigError("SHOPLAKE_PG_DSN is set: shoplake uses that server and provisions none."))
+    return LocalPostgres.from_settings(settings)
+
+
+@postgres.command("install")
+def postgres_install() -> None:
+    """Install Debian's PostgreSQL server packages if they are missing."""
+    from shoplake.platform.postgres import find_bindir, install_postgres
+
+    if get_settings().pg_dsn:
+        console.print("SHOPLAKE_PG_DSN is set; nothing to install")
+        return
+    try:
+        if find_bindir() is None:
+            console.print("installing PostgreSQL with apt-get ...")
+        console.print(f"PostgreSQL binaries in {install_postgres()}")
+    except Exception as exc:
+        _fail(exc)
+
+
+@postgres.command("start")
+def postgres_start() -> None:
+    """initdb (first time) and start the local cluster on a free port; prints its DSN."""
+    try:
+        console.print(_local_pg().start())
+    except Exception as exc:
+        _fail(exc)
+
+
+@postgres.command("stop")
+def postgres_stop() -> None:
+    """Stop the local cluster (fast shutdown, then immediate)."""
+    console.print(_local_pg().stop())
+
+
+@postgres.command("status")
+def postgres_status() -> None:
+    """Is the local cluster running, and on which port?"""
+    console.print(_local_pg().status())
+
+
+@postgres.command("dsn")
+def postgres_dsn() -> None:
+    """Print the DSN to export as SHOPLAKE_PG_DSN."""
+    click.echo(_local_pg().dsn)
+
+
+# -- contracts -----------------------------------------------------------------------------------
+@main.group()
+def contracts() -> None:
+    """Event contracts and their JSON Schemas."""
+
+
+@contracts.command("export")
+def contracts_export() -> None:
+    """Regenerate shoplake/contracts/schemas/*.json (refuses incompatible changes)."""
+    from shoplake.contracts.schemas import SCHEMA_DIR, export
+
+    try:
+        written = export()
+    except ValueError as exc:
+        _fail(exc)
+    console.print(
+        f"{len(written)} schema file(s) updated in {SCHEMA_DIR}"
+        if written
+        else "schemas are up to date"
+    )
+
+
+@contracts.command("list")
+def contracts_list() -> None:
+    """Event types, versions and their personal fields."""
+    from shoplake.contracts.model import CONTRACTS
+    from shoplake.pii import PII_FIELDS
+
+    table = Table("event_type", "version", "personal fields")
+    for (etype, major), (struct, minor) in sorted(CONTRACTS.items()):
+        table.add_row(
+            etype, f"{major}.{minor}", ", ".join(".".join(p) for p, _ in PII_FIELDS[struct])
+        )
+    console.print(table)
+
+
+# -- simulate ------------------------------------------------------------------------------------
+@main.command()
+@click.option(
+    "--to",
+    "target",
+    type=click.Choice(["http", "kafka", "files"]),
+    default="http",
+    show_default=True,
+    help="http: through the collector (batched); kafka: straight to the topics (load); files: JSON Lines by day.",
+)
+@click.option("--days", default=1, show_default=True, help="Number of days to simulate.")
+@click.option(
+    "--start",
+    type=click.DateTime(["%Y-%m-%d"]),
+    default=None,
+    help="First day (UTC), YYYY-MM-DD. Default: yesterday.",
+)
+@click.option("--users", default=2000, show_default=True, help="Size of the user population.")
+@click.option("--products", default=500, show_default=True, help="Size of the catalog.")
+@click.option(
+    "--sessions-per-user",
+    default=0.35,
+    show_default=True,
+    help="Average sessions per user per day.",
+)
+@click.option(
+    "--seed", default=42, show_default=True, help="Random seed: the same seed gives the same bytes."
+)
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Cap on events per second (default: as fast as possible).",
+)
+@click.option(
+    "--live", is_flag=True, help="Real-time: start now and send each event when its time comes."
+)
+@click.option(
+    "--faults",
+    default="default",
+    show_default=True,
+    help="'default', 'none', or overrides like 'duplicate=0.01,late=0'.",
+)
+@click.option(
+    "--out", type=click.Path(path_type=Path), default=None, help="Output folder for --to files."
+)
+@click.option(
+    "--batch-size", default=100, show_default=True, help="Events per request for --to http."
+)
+@click.option(
+    "--concurrency", default=4, show_default=True, help="Parallel requests for --to http."
+)
+@click.option(
+    "--shopdb/--no-shopdb",
+    default=True,
+    show_default=True,
+    help="Write orders to the shop database (Postgres if SHOPLAKE_PG_DSN, else SQLite).",
+)
+def simulate(target, days, start, users, products, sessions_per_user, seed, rate, live, faults, out,
+             batch_size, concurrency, shopdb) -> None:  # fmt: skip
+    """Generate realistic, seeded e-commerce traffic (with labelled faults) and send it somewhere."""
+    from shoplake.simulator import FaultRates, SimConfig
+    from shoplake.simulator import simulate as run
+
+    settings = get_settings()
+    first = (
+        start.date()
+        if start
+        else (datetime.now(UTC).date() if live else datetime.now(UTC).date() - timedelta(days=1))
+    )
+    try:
+        config = SimConfig(start=first, days=days, users=users, products=products, seed=seed,
+                           sessions_per_user=sessions_per_user, faults=FaultRates.parse(faults), rate=rate, live=live)  # fmt: skip
+        sink = _make_sink(settings, target, out, batch_size, concurrency, replay=not live)
+        db = _make_shopdb(settings) if shopdb else None
+        report = run(config, sink, db)
+    except Exception as exc:
+        _fail(exc)
+    print_report(report, target)
+
+
+def _make_sink(
+    settings, target: str, out: Path | None, batch_size: int, concurrency: int, replay: bool
+):
+    from shoplake.simulator.sinks import FilesSink, HttpSink, KafkaSink
+
+    if target == "files":
+        return FilesSink(out or settings.home / "sim")
+    if target == "kafka":
+        from shoplake.ingest import Ingestor
+        from shoplake.platform.kafka import wait_for_broker
+
+        wait_for_broker(settings.bootstrap_servers, timeout=10)
+        return KafkaSink(Ingestor.from_settings(settings), settings.bootstrap_servers)
+    return HttpSink(
+        settings.collector_url, settings.write_keys[0], batch_size, concurrency, replay=replay
+    )
+
+
+def _make_shopdb(settings):
+    from shoplake.simulator.shopdb import ShopDB
+
+    return ShopDB(settings.pg_dsn, settings.shopdb_sqlite_path)
+
+
+def print_report(report, target: str) -> None:
+    table = Table("what", "count", title=f"simulation ({report.seconds:.1f}s)")
+    table.add_row("events sent", str(report.records))
+    table.add_row("  expected accepted", str(report.expected_accepted))
+    table.add_row("  expected rejected (DLQ)", str(report.expected_rejected))
+    for fault, n in sorted(report.faults.items()):
+        table.add_row(f"  fault: {fault}", str(n))
+    if report.not_yet_arrived:
+        table.add_row("  held back (would arrive in the future)", str(report.not_yet_arrived))
+    table.add_row("orders", str(report.orders))
+    for k, v in sorted(report.sink.items()):
+        table.add_row(f"{target}: {k}", str(v))
+    for t, n in report.db_rows.items():
+        table.add_row(f"shop db: {t}", str(n))
+    console.print(table)
+
+
+# -- collector -----------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="Bind address (default SHOPLAKE_COLLECTOR_HOST).")
+@click.option("--port", type=int, default=None, help="Port (default SHOPLAKE_COLLECTOR_PORT).")
+@click.option("--log-level", default="warning", show_default=True)
+def collector(host: str | None, port: int | None, log_level: str) -> None:
+    """Run the HTTP collector in the foreground: POST /v1/events, GET /healthz, GET /metrics."""
+    import uvicorn
+
+    from shoplake.collector import create_app
+
+    settings = get_settings()
+    app = create_app(settings)
+    host, port = host or settings.collector_host, port or settings.collector_port
+    console.print(f"collector on http://{host}:{port} -> Kafka {settings.bootstrap_servers}")
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                loop="uvloop", http="httptools")  # fmt: skip
+
+
+# -- demo ----------------------------------------------------------------------------------------
+@main.command()
+@click.option("--days", default=1, show_default=True, help="Days of traffic to simulate.")
+@click.option("--users", default=2000, show_default=True)
+@click.option(
+    "--keep-running", is_flag=True, help="Leave Kafka and the collector running afterwards."
+)
+def demo(days: int, users: int, keep_running: bool) -> None:
+    """Start Kafka and the collector, simulate traffic through the collector, show what landed."""
+    from shoplake.demo import run_demo
+
+    try:
+        run_demo(days=days, users=users, keep_running=keep_running, console=console)
+    except Exception as exc:
+        _fail(exc)
+
+
+if __name__ == "__main__":
+    main()

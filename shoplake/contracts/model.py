@@ -1,0 +1,184 @@
+"""Event contracts, version 1: msgspec Structs that decode and validate in one pass.
+
+Personal fields are declared with ``x-pii`` in their JSON Schema metadata (see :data:`Email`,
+:data:`Phone`, :data:`IpAddress`); :mod:`shoplake.pii` finds them by walking these types, so a
+new personal field is pseudonymized as soon as it is declared here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta, Struct
+
+UtcDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 timestamp with a UTC offset")]
+Id = Annotated[str, Meta(min_length=1, max_length=128)]
+Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
+Money = Annotated[float, Meta(ge=0, le=10_000_000)]
+Quantity = Annotated[int, Meta(ge=1, le=10_000)]
+SchemaVersion = Annotated[str, Meta(pattern=r"^\d+\.\d+$", description="MAJOR.MINOR")]
+
+Email = Annotated[str, Meta(max_length=320, extra_json_schema={"x-pii": "email"})]
+Phone = Annotated[str, Meta(max_length=40, extra_json_schema={"x-pii": "phone"})]
+IpAddress = Annotated[str, Meta(max_length=64, extra_json_schema={"x-pii": "ip"})]
+
+Platform = Literal["web", "ios", "android"]
+DeviceType = Literal["desktop", "mobile", "tablet"]
+PaymentMethod = Literal["card", "paypal", "bank_transfer", "wallet", "voucher", "cash_on_delivery"]
+
+
+class Context(Struct, kw_only=True, omit_defaults=True):
+    """Where the event came from. ``ip`` is personal: it is reduced to a network and hashed."""
+
+    platform: Platform
+    device_type: DeviceType | None = None
+    user_agent: Annotated[str, Meta(max_length=1024)] | None = None
+    ip: IpAddress | None = None
+    locale: Annotated[str, Meta(max_length=35)] | None = None
+    country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
+    page_url: Annotated[str, Meta(max_length=2048)] | None = None
+    referrer: Annotated[str, Meta(max_length=2048)] | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+
+
+class Traits(Struct, kw_only=True, omit_defaults=True):
+    """Identity a client may attach (typically on login). Every field here is personal."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+
+
+class Event(Struct, kw_only=True, omit_defaults=True, tag_field="event_type"):
+    """The envelope every event type shares."""
+
+    event_id: uuid.UUID
+    schema_version: SchemaVersion
+    occurred_at: UtcDatetime
+    sent_at: UtcDatetime
+    received_at: UtcDatetime | None = None
+    anonymous_id: Id
+    user_id: Id | None = None
+    session_id: Id | None = None
+    context: Context
+    traits: Traits | None = None
+    pii_key_id: str | None = None
+
+
+class OrderItem(Struct, kw_only=True, omit_defaults=True):
+    product_id: Id
+    quantity: Quantity
+    unit_price: Money
+    category: str | None = None
+
+
+class PageView(Event, tag="page_view", kw_only=True):
+    page_type: Literal["home", "category", "product", "search", "cart", "checkout", "other"] = (
+        "other"
+    )
+    title: str | None = None
+
+
+class ProductView(Event, tag="product_view", kw_only=True):
+    product_id: Id
+    category: str | None = None
+    brand: str | None = None
+    price: Money
+    currency: Currency = "USD"
+
+
+class Search(Event, tag="search", kw_only=True):
+    query: Annotated[str, Meta(max_length=512)]
+    results_count: Annotated[int, Meta(ge=0)]
+
+
+class AddToCart(Event, tag="add_to_cart", kw_only=True):
+    product_id: Id
+    quantity: Quantity
+    unit_price: Money
+    category: str | None = None
+    currency: Currency = "USD"
+
+
+class RemoveFromCart(Event, tag="remove_from_cart", kw_only=True):
+    product_id: Id
+    quantity: Quantity
+    unit_price: Money
+    category: str | None = None
+    currency: Currency = "USD"
+
+
+class BeginCheckout(Event, tag="begin_checkout", kw_only=True):
+    cart_value: Money
+    items_count: Annotated[int, Meta(ge=1)]
+    currency: Currency = "USD"
+
+
+class Purchase(Event, tag="purchase", kw_only=True):
+    order_id: Id
+    items: Annotated[list[OrderItem], Meta(min_length=1, max_length=200)]
+    total: Money
+    currency: Currency
+    payment_method: PaymentMethod
+
+
+class _Ad(Event, kw_only=True):
+    ad_id: Id
+    campaign_id: Id
+    banner_position: Annotated[int, Meta(ge=0, le=7)]
+    placement: Literal["header", "sidebar", "in_feed", "footer", "interstitial"]
+    site_id: str | None = None
+    site_category: str | None = None
+    app_id: str | None = None
+    app_category: str | None = None
+
+
+class AdImpression(_Ad, tag="ad_impression", kw_only=True):
+    pass
+
+
+class AdClick(_Ad, tag="ad_click", kw_only=True):
+    pass
+
+
+class Login(Event, tag="login", kw_only=True):
+    method: Literal["password", "oauth", "sso", "magic_link"] = "password"
+
+
+class Logout(Event, tag="logout", kw_only=True):
+    pass
+
+
+# (event_type, major) -> (struct, minor). Add a new major as a new Struct; never edit a released one
+# except by adding optional fields (tests/test_contracts.py enforces this against the exported schemas).
+CONTRACTS: dict[tuple[str, int], tuple[type[Event], int]] = {
+    ("page_view", 1): (PageView, 0),
+    ("product_view", 1): (ProductView, 0),
+    ("search", 1): (Search, 0),
+    ("add_to_cart", 1): (AddToCart, 0),
+    ("remove_from_cart", 1): (RemoveFromCart, 0),
+    ("begin_checkout", 1): (BeginCheckout, 0),
+    ("purchase", 1): (Purchase, 0),
+    ("ad_impression", 1): (AdImpression, 0),
+    ("ad_click", 1): (AdClick, 0),
+    ("login", 1): (Login, 0),
+    ("logout", 1): (Logout, 0),
+}
+
+EVENT_TYPES: tuple[str, ...] = tuple(sorted({t for t, _ in CONTRACTS}))
+
+
+def current_version(event_type: str) -> str:
+    """Newest ``MAJOR.MINOR`` of an event type."""
+    major = max(m for t, m in CONTRACTS if t == event_type)
+    return f"{major}.{CONTRACTS[(event_type, major)][1]}"
+
+
+def event_tag(struct: type[Event]) -> str:
+    return msgspec.inspect.type_info(struct).tag  # type: ignore[attr-defined]

@@ -1,0 +1,136 @@
+"""All runtime settings, read from ``SHOPLAKE_*`` environment variables with local defaults.
+
+One module so that the CLI, the collector, Dagster resources, docker-compose and the tests
+agree on names. Read with :func:`get_settings` each time; nothing is cached, so tests can
+change the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENVIRONMENTS = ("local", "ci", "prod")
+DEV_PII_KEY = "shoplake-local-development-key"
+DEV_WRITE_KEY = "dev-write-key"
+
+# Every variable the project reads, with its default (None: unset means "provision/derive").
+ENV_VARS: dict[str, str | None] = {
+    "SHOPLAKE_ENV": "local",
+    "SHOPLAKE_HOME": None,  # default: <repo>/.shoplake
+    "SHOPLAKE_KAFKA_BOOTSTRAP": None,  # set: use that cluster, provision nothing
+    "SHOPLAKE_KAFKA_PORT": "9092",
+    "SHOPLAKE_KAFKA_CONTROLLER_PORT": "9093",
+    "SHOPLAKE_PG_DSN": None,  # set: use that server, provision nothing
+    "SHOPLAKE_PII_KEY": None,  # required when SHOPLAKE_ENV=prod
+    "SHOPLAKE_PII_KEY_ID": None,  # default: derived from the key
+    "SHOPLAKE_WRITE_KEYS": None,  # comma-separated; default: dev-write-key outside prod
+    "SHOPLAKE_COLLECTOR_HOST": "127.0.0.1",
+    "SHOPLAKE_COLLECTOR_PORT": "8080",
+    "SHOPLAKE_COLLECTOR_URL": None,  # default: http://<host>:<port>
+    "SHOPLAKE_RATE_LIMIT": "2000",  # requests per second per write key
+    "SHOPLAKE_RATE_BURST": "4000",
+    "SHOPLAKE_DELIVERY_TIMEOUT_MS": "10000",
+    "SHOPLAKE_DATASETS": None,  # default: <repo>/../shared/datasets
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; the message says which variable to set."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str
+    home: Path
+    kafka_bootstrap: str | None
+    kafka_port: int
+    kafka_controller_port: int
+    pg_dsn: str | None
+    pii_key: bytes
+    pii_key_id: str
+    write_keys: tuple[str, ...]
+    collector_host: str
+    collector_port: int
+    collector_url: str
+    rate_limit: float
+    rate_burst: int
+    delivery_timeout_ms: int
+    datasets: Path
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def kafka_provisioned(self) -> bool:
+        """True when shoplake runs its own broker (no external bootstrap given)."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    @property
+    def shopdb_sqlite_path(self) -> Path:
+        return self.home / "shopdb.sqlite"
+
+
+def _get(name: str, env: dict[str, str]) -> str | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return ENV_VARS[name]
+    return value
+
+
+def get_settings(env: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``env`` (default: ``os.environ``)."""
+    env = dict(os.environ if env is None else env)
+    name = _get("SHOPLAKE_ENV", env) or "local"
+    if name not in ENVIRONMENTS:
+        raise ConfigError(f"SHOPLAKE_ENV={name!r} is not one of {', '.join(ENVIRONMENTS)}")
+
+    home = Path(_get("SHOPLAKE_HOME", env) or REPO_ROOT / ".shoplake").resolve()
+
+    pii_key = _get("SHOPLAKE_PII_KEY", env)
+    if pii_key is None:
+        if name == "prod":
+            raise ConfigError(
+                "SHOPLAKE_PII_KEY is not set. In prod the pseudonymization key must come from "
+                "your secret store: export SHOPLAKE_PII_KEY=<32+ random bytes>."
+            )
+        pii_key = DEV_PII_KEY
+    key_id = _get("SHOPLAKE_PII_KEY_ID", env) or (
+        "k" + hashlib.sha256(b"shoplake-key-id:" + pii_key.encode()).hexdigest()[:8]
+    )
+
+    raw_keys = _get("SHOPLAKE_WRITE_KEYS", env)
+    if raw_keys is None:
+        if name == "prod":
+            raise ConfigError("SHOPLAKE_WRITE_KEYS is not set: give a comma-separated list.")
+        raw_keys = DEV_WRITE_KEY
+    write_keys = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
+    if not write_keys:
+        raise ConfigError("SHOPLAKE_WRITE_KEYS is empty: give at least one write key.")
+
+    host = _get("SHOPLAKE_COLLECTOR_HOST", env) or "127.0.0.1"
+    port = int(_get("SHOPLAKE_COLLECTOR_PORT", env) or 8080)
+    datasets = _get("SHOPLAKE_DATASETS", env) or str(REPO_ROOT.parent / "shared" / "datasets")
+    return Settings(
+        env=name,
+        home=home,
+        kafka_bootstrap=_get("SHOPLAKE_KAFKA_BOOTSTRAP", env),
+        kafka_port=int(_get("SHOPLAKE_KAFKA_PORT", env) or 9092),
+        kafka_controller_port=int(_get("SHOPLAKE_KAFKA_CONTROLLER_PORT", env) or 9093),
+        pg_dsn=_get("SHOPLAKE_PG_DSN", env),
+        pii_key=pii_key.encode(),
+        pii_key_id=key_id,
+        write_keys=write_keys,
+        collector_host=host,
+        collector_port=port,
+        collector_url=_get("SHOPLAKE_COLLECTOR_URL", env) or f"http://{host}:{port}",
+        rate_limit=float(_get("SHOPLAKE_RATE_LIMIT", env) or 2000),
+        rate_burst=int(_get("SHOPLAKE_RATE_BURST", env) or 4000),
+        delivery_timeout_ms=int(_get("SHOPLAKE_DELIVERY_TIMEOUT_MS", env) or 10000),
+        datasets=Path(datasets),
+    )

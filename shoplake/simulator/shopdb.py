@@ -1,0 +1,245 @@
+"""The shop's operational order database, written by the simulator as purchases happen.
+
+Postgres when ``SHOPLAKE_PG_DSN`` is set, else a SQLite file under ``SHOPLAKE_HOME``. Rows carry
+``created_at``/``updated_at``; later status changes (paid -> shipped -> delivered, refunds,
+cancellations) update rows at the time they happen, so an extractor keyed on ``updated_at`` sees
+an old order again on the day it changed.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from shoplake.simulator.traffic import Order, iso
+from shoplake.simulator.world import Catalog, Population
+
+TABLES: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id", "email", "phone", "country", "segment", "created_at", "updated_at"),
+    "products": ("product_id", "name", "category_id", "category_code", "brand", "price", "currency",
+                 "created_at", "updated_at"),
+    "orders": ("order_id", "customer_id", "anonymous_id", "status", "total", "currency", "payment_method",
+               "created_at", "updated_at"),
+    "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "category_code",
+                    "created_at", "updated_at"),
+    "payments": ("payment_id", "order_id", "method", "amount", "status", "created_at", "updated_at"),
+    "inventory_movements": ("movement_id", "product_id", "quantity_delta", "reason", "order_id",
+                            "created_at", "updated_at"),
+}  # fmt: skip
+KEYS: dict[str, tuple[str, ...]] = {
+    "customers": ("customer_id",),
+    "products": ("product_id",),
+    "orders": ("order_id",),
+    "order_items": ("order_id", "line_no"),
+    "payments": ("payment_id",),
+    "inventory_movements": ("movement_id",),
+}
+NUMERIC = {"price", "total", "unit_price", "amount"}
+INTEGER = {"line_no", "quantity", "quantity_delta"}
+
+
+def ddl(table: str) -> str:
+    cols = []
+    for c in TABLES[table]:
+        typ = "NUMERIC(12,2)" if c in NUMERIC else "INTEGER" if c in INTEGER else "TEXT"
+        cols.append(f"{c} {typ}{' NOT NULL' if c in KEYS[table] or c.endswith('_at') else ''}")
+    cols.append(f"PRIMARY KEY ({', '.join(KEYS[table])})")
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)})"
+
+
+def upsert_sql(table: str, placeholder: str) -> str:
+    cols = TABLES[table]
+    keys = KEYS[table]
+    updates = ", ".join(f"{c} = excluded.{c}" for c in cols if c not in keys and c != "created_at")
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join([placeholder] * len(cols))}) "
+        f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    )
+
+
+class ShopDB:
+    """A thin DB-API wrapper over SQLite or Postgres (psycopg 3) with the same SQL."""
+
+    def __init__(self, dsn: str | None, sqlite_path: Path | None = None):
+        if dsn:
+            import psycopg
+
+            self.conn: Any = psycopg.connect(dsn)
+            self.placeholder = "%s"
+            self.kind = "postgres"
+        else:
+            assert sqlite_path is not None
+            sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(sqlite_path)
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.placeholder = "?"
+            self.kind = "sqlite"
+        with self.conn:
+            cur = self.conn.cursor()
+            for table in TABLES:
+                cur.execute(ddl(table))
+                cur.execute(
+                    f"CREATE INDEX IF NOT EXISTS {table}_updated_at ON {table} (updated_at)"
+                )
+
+    def upsert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.conn.cursor().executemany(upsert_sql(table, self.placeholder), rows)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def count(self, table: str) -> int:
+        cur = self.conn.cursor()
+        cur.execute(f"SELECT count(*) FROM {table}")
+        return int(cur.fetchone()[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@dataclass(order=True)
+class _Change:
+    at: float
+    seq: int
+    table: str = field(compare=False)
+    row: tuple = field(compare=False)
+
+
+class OrderBook:
+    """Turns purchases into rows and schedules their later changes; flushes what is due by a time."""
+
+    def __init__(self, db: ShopDB, catalog: Catalog, population: Population, rng: random.Random):
+        self.db = db
+        self.rng = rng
+        self.catalog = catalog
+        self.population = population
+        self._queue: list[_Change] = []
+        self._seq = 0
+        self._customers: set[str] = set()
+        self._products_loaded = False
+
+    def _schedule(self, at: float, table: str, row: tuple) -> None:
+        self._seq += 1
+        heapq.heappush(self._queue, _Change(at, self._seq, table, row))
+
+    def load_catalog(self, at: float) -> None:
+        if self._products_loaded:
+            return
+        ts = iso(at)
+        self.db.upsert("products", [
+            (p.product_id, p.name, p.category_id, p.category_code, p.brand, p.price, "USD", ts, ts)
+            for p in self.catalog.products
+        ])  # fmt: skip
+        self._products_loaded = True
+
+    def daily_changes(self, day_start_ts: float) -> None:
+        """Price changes for ~1% of products and segment moves for ~0.5% of customers."""
+        rng = self.rng
+        for p in self.catalog.products:
+            if rng.random() < 0.01:
+                at = day_start_ts + rng.random() * 86_400
+                price = round(p.price * rng.uniform(0.8, 1.15), 2)
+                self._schedule(at, "products", (p.product_id, p.name, p.category_id, p.category_code,
+                                                p.brand, price, "USD", None, iso(at)))  # fmt: skip
+        for cid in sorted(self._customers):
+            if rng.random() < 0.005:
+                at = day_start_ts + rng.random() * 86_400
+                user = self.population.users[int(cid[1:])]
+                seg = rng.choice(("casual", "bargain_hunter", "loyal", "big_spender"))
+                self._schedule(
+                    at, "customers", (cid, user.email, user.phone, user.country, seg, None, iso(at))
+                )
+
+    def place(self, order: Order) -> None:
+        rng, t, u = self.rng, order.placed_at, order.user
+        ts = iso(t)
+        if u.user_id not in self._customers:
+            self._customers.add(u.user_id)
+            self._schedule(
+                t, "customers", (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
+            )
+        head = (order.order_id, u.user_id, u.anonymous_id)
+        tail = (order.total, "USD", order.payment_method)
+        self._schedule(t, "orders", (*head, "paid", *tail, ts, ts))
+        pay_id = f"pay-{order.order_id[2:]}"
+        self._schedule(
+            t,
+            "payments",
+            (pay_id, order.order_id, order.payment_method, order.total, "captured", ts, ts),
+        )
+        for line, (p, qty, price) in enumerate(order.items, 1):
+            self._schedule(
+                t,
+                "order_items",
+                (order.order_id, line, p.product_id, qty, price, p.category_code, ts, ts),
+            )
+            self._schedule(t, "inventory_movements",
+                           (f"mv-{order.order_id[2:]}-{line}", p.product_id, -qty, "sale", order.order_id, ts, ts))  # fmt: skip
+        r = rng.random()
+        if r < 0.02:  # cancelled before shipping
+            at = t + rng.uniform(600, 12 * 3600)
+            self._schedule(at, "orders", (*head, "cancelled", *tail, ts, iso(at)))
+            self._schedule(
+                at,
+                "payments",
+                (pay_id, order.order_id, order.payment_method, order.total, "voided", ts, iso(at)),
+            )
+            self._restock(order, at, "cancellation")
+            return
+        shipped = t + rng.uniform(0.3, 2.0) * 86_400
+        self._schedule(shipped, "orders", (*head, "shipped", *tail, ts, iso(shipped)))
+        delivered = shipped + rng.uniform(1.0, 4.0) * 86_400
+        self._schedule(delivered, "orders", (*head, "delivered", *tail, ts, iso(delivered)))
+        if r < 0.06:  # refunded after delivery
+            at = delivered + rng.uniform(1.0, 6.0) * 86_400
+            self._schedule(at, "orders", (*head, "refunded", *tail, ts, iso(at)))
+            self._schedule(
+                at,
+                "payments",
+                (
+                    pay_id,
+                    order.order_id,
+                    order.payment_method,
+                    order.total,
+                    "refunded",
+                    ts,
+                    iso(at),
+                ),
+            )
+            self._restock(order, at, "return")
+
+    def _restock(self, order: Order, at: float, reason: str) -> None:
+        for line, (p, qty, _) in enumerate(order.items, 1):
+            self._schedule(at, "inventory_movements",
+                           (f"mv-{order.order_id[2:]}-{line}-{reason}", p.product_id, qty, reason,
+                            order.order_id, iso(at), iso(at)))  # fmt: skip
+
+    def flush_until(self, horizon: float) -> int:
+        """Apply every change due by ``horizon`` in time order; later ones stay scheduled."""
+        due: dict[str, list[tuple]] = {}
+        n = 0
+        while self._queue and self._queue[0].at <= horizon:
+            ch = heapq.heappop(self._queue)
+            row = ch.row
+            if row[-2] is None:  # an update: created_at is kept by the upsert on conflict
+                row = (*row[:-2], row[-1], row[-1])
+            due.setdefault(ch.table, []).append(row)
+            n += 1
+        for table in TABLES:  # parents before children, each table in time order
+            self._upsert_in_order(table, due.get(table, []))
+        self.db.commit()
+        return n
+
+    def _upsert_in_order(self, table: str, rows: Iterable[tuple]) -> None:
+        # executemany applies rows in order, so the last change of a key wins.
+        self.db.upsert(table, list(rows))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)

@@ -1,0 +1,160 @@
+"""Where simulated events go: the HTTP collector, Kafka directly, or JSON Lines files by day."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from shoplake.collector.app import REPLAY_HEADER
+from shoplake.ingest import Accepted, Ingestor
+from shoplake.kafka_io import KafkaWriter, Message
+from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.simulator.faults import Record
+
+
+class SinkError(RuntimeError):
+    pass
+
+
+class Sink:
+    """Receives records in receive-time order. ``results`` counts what the destination said."""
+
+    def __init__(self) -> None:
+        self.results: Counter[str] = Counter()
+
+    def write(self, records: Sequence[Record]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FilesSink(Sink):
+    """``<out>/date=YYYY-MM-DD/events.jsonl`` by arrival day, one payload per line as sent."""
+
+    def __init__(self, out: Path):
+        super().__init__()
+        self.out = out
+        self._files: dict[str, object] = {}
+
+    def write(self, records: Sequence[Record]) -> None:
+        for rec in records:
+            day = datetime.fromtimestamp(rec.received, UTC).date().isoformat()
+            fh = self._files.get(day)
+            if fh is None:
+                path = self.out / f"date={day}" / "events.jsonl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fh = self._files[day] = open(path, "wb")  # noqa: SIM115
+            fh.write(rec.payload.replace(b"\n", b" ") + b"\n")  # type: ignore[attr-defined]
+            self.results["written"] += 1
+
+    def close(self) -> None:
+        for fh in self._files.values():
+            fh.close()  # type: ignore[attr-defined]
+
+
+class KafkaSink(Sink):
+    """Straight to the topics for load, through the same validation and PII path as the collector."""
+
+    def __init__(self, ingestor: Ingestor, bootstrap: str, chunk: int = 20_000):
+        super().__init__()
+        self.ingestor = ingestor
+        self.writer = KafkaWriter(bootstrap, delivery_timeout_ms=60_000)
+        self.chunk = chunk
+
+    def write(self, records: Sequence[Record]) -> None:
+        for i in range(0, len(records), self.chunk):
+            messages = []
+            for rec in records[i : i + self.chunk]:
+                received = datetime.fromtimestamp(rec.received, UTC)
+                res = self.ingestor.accept(rec.payload, received, replay=True)
+                if isinstance(res, Accepted):
+                    messages.append(Message(EVENTS_TOPIC, res.key, res.value, res.timestamp_ms,
+                                            [("event_type", res.event_type.encode())]))  # fmt: skip
+                    self.results["accepted"] += 1
+                else:
+                    value = self.ingestor.dlq_value(res, received, "simulator")
+                    messages.append(Message(DLQ_TOPIC, (res.event_id or "").encode() or None, value,
+                                            int(rec.received * 1000), [("reason", res.reason.encode())]))  # fmt: skip
+                    self.results["rejected"] += 1
+                    self.results[f"rejected:{res.reason}"] += 1
+            self.writer.send_sync(messages)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class HttpSink(Sink):
+    """POSTs batches to the collector; retries 429/503/connection errors with backoff and jitter."""
+
+    def __init__(self, url: str, write_key: str, batch_size: int = 100, concurrency: int = 4,
+                 replay: bool = True, max_attempts: int = 12):  # fmt: skip
+        super().__init__()
+        self.url = url.rstrip("/") + "/v1/events"
+        self.headers = {"X-Write-Key": write_key, "Content-Type": "application/json"}
+        if replay:
+            self.headers[REPLAY_HEADER] = "1"
+        self.batch_size = batch_size
+        self.max_attempts = max_attempts
+        self.client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency))
+        self.pool = ThreadPoolExecutor(max_workers=concurrency)
+        self.retries = 0
+
+    def _bodies(self, records: Sequence[Record]) -> Iterator[bytes]:
+        batch: list[bytes] = []
+        for rec in records:
+            if rec.alone:
+                yield rec.payload
+                continue
+            batch.append(rec.payload)
+            if len(batch) >= self.batch_size:
+                yield b"[" + b",".join(batch) + b"]"
+                batch = []
+        if batch:
+            yield b"[" + b",".join(batch) + b"]"
+
+    def _post(self, body: bytes) -> dict:
+        delay = 0.2
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                resp = self.client.post(self.url, content=body, headers=self.headers)
+            except httpx.TransportError as exc:
+                status, retry_after, detail = None, None, str(exc)
+            else:
+                status, retry_after, detail = (
+                    resp.status_code,
+                    resp.headers.get("retry-after"),
+                    resp.text[:300],
+                )
+                if status in (200, 207, 400, 413):
+                    return {"status": status, **resp.json()}
+                if status == 401:
+                    raise SinkError(f"collector refused the write key (401): {detail}")
+            if attempt == self.max_attempts:
+                break
+            self.retries += 1
+            wait = float(retry_after) if retry_after else delay
+            time.sleep(wait + random.uniform(0, delay))  # jitter
+            delay = min(delay * 2, 10.0)
+        raise SinkError(f"collector at {self.url} did not accept a batch after {self.max_attempts} attempts "
+                        f"(last: {status} {detail}). Is it running? Start it with 'shoplake collector'.")  # fmt: skip
+
+    def write(self, records: Sequence[Record]) -> None:
+        for result in self.pool.map(self._post, self._bodies(records)):
+            self.results[f"http_{result['status']}"] += 1
+            self.results["accepted"] += result.get("accepted", 0)
+            self.results["rejected"] += result.get("rejected", 0)
+            for r in result.get("results", []):
+                if r["status"] == "rejected":
+                    self.results[f"rejected:{r['reason']}"] += 1
+
+    def close(self) -> None:
+        self.pool.shutdown()
+        self.client.close()

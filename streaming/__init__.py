@@ -1,0 +1,1 @@
+"""Bytewax dataflows of the speed layer (Kafka -> live metrics, sessions, alerts)."""
