@@ -361,18 +361,19 @@ def print_report(report, target: str) -> None:
 @click.option("--host", default=None, help="Bind address (default SHOPLAKE_COLLECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default SHOPLAKE_COLLECTOR_PORT).")
 @click.option("--log-level", default="warning", show_default=True)
-def collector(host: str | None, port: int | None, log_level: str) -> None:
+@click.option("--workers", default=1, show_default=True,
+              help="Worker processes (rate limits are then per process).")  # fmt: skip
+def collector(host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Run the HTTP collector in the foreground: POST /v1/events, GET /healthz, GET /metrics."""
     import uvicorn
 
-    from shoplake.collector import create_app
-
     settings = get_settings()
-    app = create_app(settings)
     host, port = host or settings.collector_host, port or settings.collector_port
-    console.print(f"collector on http://{host}:{port} -> Kafka {settings.bootstrap_servers}")
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                loop="uvloop", http="httptools")  # fmt: skip
+    console.print(
+        f"collector on http://{host}:{port} -> Kafka {settings.bootstrap_servers} ({workers} worker(s))"
+    )
+    uvicorn.run("shoplake.collector.app:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=False, loop="uvloop", http="httptools")  # fmt: skip
 
 
 # -- demo ----------------------------------------------------------------------------------------

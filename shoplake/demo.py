@@ -18,7 +18,7 @@ from shoplake.settings import Settings, get_settings
 
 
 def start_collector(
-    settings: Settings, env: dict[str, str] | None = None, timeout: float = 30
+    settings: Settings, env: dict[str, str] | None = None, timeout: float = 30, workers: int = 1
 ) -> int:
     """Start ``shoplake collector`` in the background; wait until /healthz says Kafka is reachable."""
     run = settings.home / "run"
@@ -26,12 +26,8 @@ def start_collector(
     pidfile, logfile = run / "collector.pid", run / "collector.log"
     if (pid := read_pid(pidfile, marker="collector")) is not None:
         return pid
-    pid = spawn(
-        [sys.executable, "-m", "shoplake.cli", "collector"],
-        logfile,
-        pidfile,
-        env=env or dict(os.environ),
-    )
+    cmd = [sys.executable, "-m", "shoplake.cli", "collector", "--workers", str(workers)]
+    pid = spawn(cmd, logfile, pidfile, env=env or dict(os.environ))
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:

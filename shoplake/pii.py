@@ -51,10 +51,14 @@ PII_FIELDS: dict[type[Event], list[tuple[tuple[str, ...], str]]] = {
 
 def network_of(ip: str) -> str:
     """The /24 (IPv4) or /48 (IPv6) network of ``ip``; unparseable input is returned stripped."""
+    ip = ip.strip()
+    parts = ip.split(".")
+    if len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) <= 255 for p in parts):
+        return f"{int(parts[0])}.{int(parts[1])}.{int(parts[2])}.0/24"  # fast path, no ipaddress
     try:
-        addr = ipaddress.ip_address(ip.strip())
+        addr = ipaddress.ip_address(ip)
     except ValueError:
-        return ip.strip().lower()
+        return ip.lower()
     prefix = 24 if addr.version == 4 else 48
     return str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False))
 
@@ -71,18 +75,28 @@ def normalize(kind: str, value: str) -> str:
 
 
 class Pseudonymizer:
+    CACHE_SIZE = 100_000  # a visitor's IP and email repeat across its events
+
     def __init__(self, key: bytes, key_id: str):
         if not key:
             raise ValueError("the PII key is empty: set SHOPLAKE_PII_KEY")
         self.key = key
         self.key_id = key_id
+        self._cache: dict[tuple[str, str], str] = {}
 
     def token(self, kind: str, value: str) -> str:
         """Keyed hash of the normalized value, prefixed so a token is never mistaken for data."""
         if value.startswith(PREFIX):
             return value  # already pseudonymized (replayed from the DLQ, say)
+        cached = self._cache.get((kind, value))
+        if cached is not None:
+            return cached
         msg = f"{kind}:{normalize(kind, value)}".encode()
-        return PREFIX + hmac.new(self.key, msg, hashlib.sha256).hexdigest()
+        token = PREFIX + hmac.new(self.key, msg, hashlib.sha256).hexdigest()
+        if len(self._cache) >= self.CACHE_SIZE:
+            self._cache.clear()  # bounded; a cold cache only costs time
+        self._cache[(kind, value)] = token
+        return token
 
     def apply(self, event: Event) -> Event:
         """The event with every declared personal field replaced by its token, and the key id set."""
@@ -111,8 +125,9 @@ class Pseudonymizer:
     # -- rejected payloads ---------------------------------------------------------------------
     _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
     _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+    # IPv6 candidates (with or without "::"), confirmed by the ipaddress module before replacing.
     _IPV6 = re.compile(
-        r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{1,4}:){3,7}[0-9A-Fa-f]{1,4}(?![0-9A-Fa-f:])"
+        r"(?<![0-9A-Za-z:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])"
     )
     _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d")
     _KEYS = {"ip": "ip", "email": "email", "phone": "phone"}
@@ -121,8 +136,15 @@ class Pseudonymizer:
         """Replace anything that looks like an email, phone (+…) or IP address with its token."""
         text = self._EMAIL.sub(lambda m: self.token("email", m.group()), text)
         text = self._PHONE.sub(lambda m: self.token("phone", m.group()), text)
-        text = self._IPV6.sub(lambda m: self.token("ip", m.group()), text)
+        text = self._IPV6.sub(self._ipv6_token, text)
         return self._IPV4.sub(lambda m: self.token("ip", m.group()), text)
+
+    def _ipv6_token(self, m: re.Match) -> str:
+        try:
+            ipaddress.IPv6Address(m.group())
+        except ValueError:
+            return m.group()
+        return self.token("ip", m.group())
 
     def scrub_raw(self, raw: bytes) -> str:
         """A rejected payload made safe for the DLQ: structured where it parses, by pattern where not."""

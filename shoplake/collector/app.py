@@ -286,3 +286,10 @@ def create_app(settings: Settings, writer: KafkaWriter | None = None) -> Starlet
     )
     app.state.collector = collector
     return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` (used with several worker processes)."""
+    from shoplake.settings import get_settings
+
+    return create_app(get_settings())

@@ -75,6 +75,7 @@ class LocalKafka:
     port: int = 9092
     controller_port: int = 9093
     heap: str = "512m"
+    cache: Path | None = None  # where resolved jars live (default: <home>/cache); tests share one
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LocalKafka:
@@ -86,7 +87,7 @@ class LocalKafka:
 
     @property
     def libs(self) -> Path:
-        return self.home / "cache" / f"kafka-{kafka_version()}" / "libs"
+        return (self.cache or self.home / "cache") / f"kafka-{kafka_version()}" / "libs"
 
     @property
     def dir(self) -> Path:

@@ -8,6 +8,7 @@ that Debian's package creates.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import pwd
 import shutil
@@ -79,16 +80,39 @@ class LocalPostgres:
         return self.home / "postgres"
 
     @property
+    def server_root(self) -> Path:
+        """Where the server's files live: the home, unless the 'postgres' user cannot reach it
+        (running as root in a 0700 directory), then a directory under /var/lib/shoplake."""
+        pointer = self.dir / "location"
+        if pointer.exists():
+            return Path(pointer.read_text().strip())
+        return self.dir
+
+    def _choose_server_root(self) -> Path:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        root = self.dir
+        if os.geteuid() == 0:
+            self._chown(self.dir)
+            probe = subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.dir)])
+            if probe.returncode != 0:
+                digest = hashlib.sha256(str(self.dir.resolve()).encode()).hexdigest()[:12]
+                root = Path("/var/lib/shoplake") / f"postgres-{digest}"
+                root.mkdir(parents=True, exist_ok=True)
+                os.chmod(root.parent, 0o755)
+        (self.dir / "location").write_text(f"{root}\n")
+        return root
+
+    @property
     def data(self) -> Path:
-        return self.dir / "data"
+        return self.server_root / "data"
 
     @property
     def logfile(self) -> Path:
-        return self.dir / "postgres.log"
+        return self.server_root / "postgres.log"
 
     @property
     def socket_dir(self) -> Path:
-        return self.dir / "run"
+        return self.server_root / "run"
 
     @property
     def port(self) -> int:
@@ -149,11 +173,11 @@ class LocalPostgres:
         )
 
     def _init(self, bindir: Path) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
+        root = self._choose_server_root()
         self.data.mkdir(parents=True, exist_ok=True)
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         self.logfile.touch()
-        self._chown(self.dir)
+        self._chown(root)
         self._run(
             bindir, "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
             "--encoding=UTF8", "--no-locale",
@@ -170,7 +194,7 @@ class LocalPostgres:
             "host all all 127.0.0.1/32 trust\n"
             "host all all ::1/128 trust\n"
         )
-        self._chown(self.dir)
+        self._chown(root)
 
     def start(self, timeout: float = 60.0) -> str:
         bindir = install_postgres()
@@ -231,6 +255,14 @@ class LocalPostgres:
             )
             return "Postgres stopped (immediate)"
         return "Postgres stopped"
+
+    def destroy(self) -> None:
+        """Stop the cluster and delete its files (tests; 'make clean')."""
+        self.stop()
+        root = self.server_root
+        if root != self.dir:
+            shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def status(self) -> str:
         if not self.running():

@@ -79,13 +79,11 @@ class ShopDB:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.placeholder = "?"
             self.kind = "sqlite"
-        with self.conn:
-            cur = self.conn.cursor()
-            for table in TABLES:
-                cur.execute(ddl(table))
-                cur.execute(
-                    f"CREATE INDEX IF NOT EXISTS {table}_updated_at ON {table} (updated_at)"
-                )
+        cur = self.conn.cursor()
+        for table in TABLES:
+            cur.execute(ddl(table))
+            cur.execute(f"CREATE INDEX IF NOT EXISTS {table}_updated_at ON {table} (updated_at)")
+        self.conn.commit()  # (psycopg's `with conn:` would close the connection)
 
     def upsert(self, table: str, rows: Sequence[Sequence[Any]]) -> None:
         if rows:

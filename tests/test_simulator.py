@@ -1,0 +1,175 @@
+import hashlib
+import itertools
+import json
+import sqlite3
+from collections import Counter
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from shoplake.contracts import decode_event
+from shoplake.ingest import Accepted, Ingestor
+from shoplake.pii import Pseudonymizer
+from shoplake.simulator import FaultRates, SimConfig, simulate
+from shoplake.simulator.faults import EXPECTED_REASON
+from shoplake.simulator.shopdb import TABLES, ShopDB
+from shoplake.simulator.sinks import FilesSink, Sink
+
+START = date(2026, 10, 5)
+
+
+class ListSink(Sink):
+    def __init__(self):
+        super().__init__()
+        self.records = []
+
+    def write(self, records):
+        self.records.extend(records)
+
+
+def run(tmp_path: Path | None = None, **kw):
+    sink = ListSink()
+    db = ShopDB(None, tmp_path / "shop.sqlite") if tmp_path else None
+    report = simulate(
+        SimConfig(**{"start": START, "days": 2, "users": 600, **kw}), sink, db, show_progress=False
+    )
+    return report, sink.records
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*.jsonl"))
+    }
+
+
+def test_same_seed_same_bytes_and_another_seed_differs(tmp_path: Path):
+    for name, seed in (("a", 7), ("b", 7), ("c", 8)):
+        simulate(
+            SimConfig(start=START, days=2, users=400, seed=seed),
+            FilesSink(tmp_path / name),
+            None,
+            show_progress=False,
+        )
+    a, b, c = digest(tmp_path / "a"), digest(tmp_path / "b"), digest(tmp_path / "c")
+    assert a and a == b
+    assert a != c
+
+
+def test_fault_labels_match_what_the_contract_says(tmp_path: Path):
+    rates = FaultRates(
+        malformed_json=0.01, oversize=0.01, missing_field=0.01, wrong_type=0.01, duplicate=0.02
+    )
+    report, records = run(faults=rates)
+    ingestor = Ingestor(Pseudonymizer(b"k", "k"))
+    now = datetime.now(UTC)
+    reasons = Counter()
+    for rec in records:
+        result = ingestor.accept(rec.payload, now, replay=True)
+        assert isinstance(result, Accepted) == rec.valid, rec.fault
+        if not rec.valid:
+            assert result.reason == EXPECTED_REASON[rec.fault]
+            reasons[result.reason] += 1
+    assert reasons == report.expected_reasons
+    assert report.expected_rejected == sum(reasons.values()) > 0
+    # each injected kind shows up, in proportion to its rate (±50 % on a few thousand events)
+    n = report.records
+    for kind in ("malformed_json", "oversize", "missing_field", "wrong_type"):
+        assert 0.5 * 0.01 * n < report.faults[kind] < 1.5 * 0.01 * n, (kind, report.faults[kind], n)
+    assert report.faults["traffic_spike"] > 0 and report.faults["bot_burst"] > 0
+
+
+def test_duplicates_late_future_and_bots_are_what_they_claim():
+    _, records = run(faults=FaultRates(duplicate=0.02, late=0.02, future=0.01, bot_burst=0.01))
+    ids = Counter(json.loads(r.payload)["event_id"] for r in records if r.valid)
+    dups = [r for r in records if r.fault == "duplicate"]
+    assert dups and all(ids[json.loads(r.payload)["event_id"]] == 2 for r in dups)
+    for r in records:
+        if r.fault in ("late", "future"):
+            ev = decode_event(r.payload)
+            lag = (ev.received_at - ev.occurred_at).total_seconds()
+            assert (lag >= 3600) if r.fault == "late" else (lag <= -7200)
+    bots = [decode_event(r.payload) for r in records if r.fault == "bot_burst"]
+    by_visitor = Counter(e.anonymous_id for e in bots)
+    assert min(by_visitor.values()) >= 5
+    first = [e for e in bots if e.anonymous_id == next(iter(by_visitor))]
+    gaps = [(b.occurred_at - a.occurred_at).total_seconds() for a, b in itertools.pairwise(first)]
+    assert max(gaps) < 0.1
+
+
+def test_no_faults_means_every_event_is_valid():
+    report, records = run(faults=FaultRates.none())
+    assert report.faults == Counter() and all(r.valid for r in records)
+    assert [r.received for r in records] == sorted(r.received for r in records)
+
+
+def test_funnel_and_ads_look_like_a_shop():
+    report, records = run(users=1500)
+    t = report.by_type
+    assert t["page_view"] > t["add_to_cart"] > t["begin_checkout"] > t["purchase"] > 0
+    assert 0.005 < t["ad_click"] / t["ad_impression"] < 0.06
+    order_ids = {json.loads(r.payload)["order_id"] for r in records if r.event_type == "purchase"}
+    assert report.orders == len(order_ids)  # duplicates of a purchase event are one order
+
+
+def test_orders_in_the_shop_db_match_purchase_events(tmp_path: Path):
+    report, records = run(tmp_path, days=3, faults=FaultRates.none())
+    purchases = {}
+    for r in records:
+        if r.event_type == "purchase":
+            doc = json.loads(r.payload)
+            purchases[doc["order_id"]] = doc
+    con = sqlite3.connect(tmp_path / "shop.sqlite")
+    orders = {
+        row[0]: row
+        for row in con.execute("select order_id, total, status, created_at, updated_at from orders")
+    }
+    assert set(orders) == set(purchases)
+    for oid, doc in purchases.items():
+        assert orders[oid][1] == pytest.approx(doc["total"])
+        items = con.execute(
+            "select sum(quantity * unit_price) from order_items where order_id = ?", (oid,)
+        ).fetchone()[0]
+        assert items == pytest.approx(doc["total"])
+    statuses = Counter(o[2] for o in orders.values())
+    assert statuses["paid"] + statuses["shipped"] > 0
+    changed = [o for o in orders.values() if o[2] != "paid"]
+    assert changed and all(
+        o[4] > o[3] for o in changed
+    )  # status changes move updated_at, not created_at
+    assert report.db_rows["orders"] == len(orders)
+
+
+def test_rerun_on_the_same_db_is_idempotent(tmp_path: Path):
+    run(tmp_path)
+    con = sqlite3.connect(tmp_path / "shop.sqlite")
+    first = {t: con.execute(f"select * from {t} order by 1, 2").fetchall() for t in TABLES}
+    run(tmp_path)
+    second = {t: con.execute(f"select * from {t} order by 1, 2").fetchall() for t in TABLES}
+    assert first == second
+
+
+@pytest.mark.integration
+def test_postgres_shop_db_matches_sqlite(tmp_path: Path, fresh_pg_db: str):
+    sink = ListSink()
+    cfg = SimConfig(start=START, days=2, users=500)
+    simulate(cfg, sink, ShopDB(None, tmp_path / "s.sqlite"), show_progress=False)
+    pg = ShopDB(fresh_pg_db)
+    simulate(cfg, ListSink(), pg, show_progress=False)
+    lite = sqlite3.connect(tmp_path / "s.sqlite")
+    for table in TABLES:
+        cur = pg.conn.cursor()
+        cur.execute(f"select * from {table} order by 1, 2")
+        pg_rows = [
+            tuple(
+                float(v) if hasattr(v, "as_integer_ratio") and not isinstance(v, int) else v
+                for v in row
+            )
+            for row in cur.fetchall()
+        ]
+        lite_rows = [
+            tuple(float(v) if isinstance(v, float) else v for v in row)
+            for row in lite.execute(f"select * from {table} order by 1, 2")
+        ]
+        assert pg_rows == lite_rows, table
