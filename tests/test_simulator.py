@@ -173,3 +173,26 @@ def test_postgres_shop_db_matches_sqlite(tmp_path: Path, fresh_pg_db: str):
             for row in lite.execute(f"select * from {table} order by 1, 2")
         ]
         assert pg_rows == lite_rows, table
+
+
+def test_live_mode_paces_by_the_wall_clock():
+    import time
+
+    from shoplake.simulator.faults import Record
+    from shoplake.simulator.run import _emit
+
+    class Clocked(Sink):
+        def __init__(self):
+            super().__init__()
+            self.at = []
+
+        def write(self, records):
+            self.at.extend(time.monotonic() for _ in records)
+
+    sink = Clocked()
+    records = [Record(1000.0 + 0.3 * i, b"{}", None, "page_view", True) for i in range(4)]
+    t0 = time.monotonic()
+    _emit(records, sink, SimConfig(live=True), lambda n: None)
+    offsets = [round(t - t0, 1) for t in sink.at]
+    assert offsets[0] < 0.15 and 0.8 <= offsets[-1] < 1.3
+    assert all(b >= a for a, b in itertools.pairwise(offsets))
