@@ -1,1 +1,101 @@
-"""Dagster resources, picked per environment (SHOPLAKE_ENV) in one place. Filled by the lake issues."""
+"""Dagster resources, and the one place that picks them per environment (SHOPLAKE_ENV).
+
+local: DuckDB file + Parquet lake under SHOPLAKE_HOME, the provisioned Kafka, SQLite shop DB.
+ci/prod: the same resource types pointed at configured services; secrets only through EnvVar.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from shoplake.pii import Pseudonymizer
+from shoplake.settings import Settings, get_settings
+
+
+class LakeResource(dg.ConfigurableResource):
+    """The Parquet lake: ``<root>/<layer>/<table>/date=YYYY-MM-DD/``."""
+
+    root: str
+
+    def table_dir(self, layer: str, table: str) -> Path:
+        if "://" in self.root:
+            raise NotImplementedError(
+                f"lake root {self.root!r}: object-store roots are declared but not wired yet; "
+                "use a local path (SHOPLAKE_HOME) for now"
+            )
+        return Path(self.root) / layer / table
+
+
+class KafkaResource(dg.ConfigurableResource):
+    bootstrap_servers: str
+    lateness_slack_seconds: int = 600
+
+
+class ShopDBResource(dg.ConfigurableResource):
+    """The shop's order database: Postgres when ``dsn`` is set, else the SQLite file."""
+
+    dsn: str | None = None
+    sqlite_path: str = ""
+
+    def connect(self) -> tuple[Any, str]:
+        """(DB-API connection, placeholder). Read-only use."""
+        if self.dsn:
+            import psycopg
+
+            return psycopg.connect(self.dsn, autocommit=True), "%s"
+        import sqlite3
+
+        if not Path(self.sqlite_path).exists():
+            raise FileNotFoundError(
+                f"no shop database at {self.sqlite_path}: run 'shoplake simulate' (it writes one) "
+                "or set SHOPLAKE_PG_DSN to your order database"
+            )
+        return sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True), "?"
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The DuckDB warehouse dbt builds the marts in."""
+
+    path: str
+
+
+class PIIResource(dg.ConfigurableResource):
+    key: str
+    key_id: str
+
+    def pseudonymizer(self) -> Pseudonymizer:
+        return Pseudonymizer(self.key.encode(), self.key_id)
+
+
+def _local(s: Settings) -> dict[str, Any]:
+    return {
+        "lake": LakeResource(root=str(s.home / "lake")),
+        "kafka": KafkaResource(bootstrap_servers=s.bootstrap_servers),
+        "shopdb": ShopDBResource(dsn=s.pg_dsn, sqlite_path=str(s.shopdb_sqlite_path)),
+        "warehouse": WarehouseResource(path=str(s.home / "warehouse.duckdb")),
+        "pii": PIIResource(key=s.pii_key.decode(), key_id=s.pii_key_id),
+    }
+
+
+def _prod(s: Settings) -> dict[str, Any]:
+    return {
+        **_local(s),
+        "shopdb": ShopDBResource(dsn=dg.EnvVar("SHOPLAKE_PG_DSN"), sqlite_path=""),
+        "pii": PIIResource(key=dg.EnvVar("SHOPLAKE_PII_KEY"), key_id=s.pii_key_id),
+    }
+
+
+RESOURCES: dict[str, Callable[[Settings], dict[str, Any]]] = {
+    "local": _local,
+    "ci": _local,
+    "prod": _prod,
+}
+
+
+def resources_for(settings: Settings | None = None) -> dict[str, Any]:
+    settings = settings or get_settings()
+    return RESOURCES[settings.env](settings)

@@ -7,10 +7,14 @@ import dagster as dg
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, load_topics
 
 
+def topic_key(topic: str) -> dg.AssetKey:
+    return dg.AssetKey(["kafka", topic.replace(".", "_")])
+
+
 def topic_spec(topic: str) -> dg.AssetSpec:
     spec = load_topics()[topic]
     return dg.AssetSpec(
-        key=["kafka", topic.replace(".", "_")],
+        key=topic_key(topic),
         group_name="kafka",
         kinds={"kafka"},
         description=spec.description,

@@ -1,0 +1,116 @@
+"""Bronze: raw records by arrival day, from Kafka and from the shop's order database."""
+
+from typing import Any
+
+import dagster as dg
+
+from pipeline_assets.bronze.kafka_day import extract_day
+from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table
+from pipeline_assets.lakeio import write_partition
+from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.policies import IO_RETRY, column_schema, partition_days
+from pipeline_assets.sources.kafka_topics import topic_key
+from resources import KafkaResource, LakeResource, PIIResource, ShopDBResource
+from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+
+
+def _kafka_day_asset(name: str, topic: str, dlq: bool, description: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["bronze", name],
+        group_name="bronze",
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=IO_RETRY,
+        deps=[topic_key(topic)],
+        kinds={"kafka", "parquet", "polars"},
+        description=description,
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, kafka: KafkaResource, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        table_dir = lake.table_dir("bronze", name)
+        per_day: dict[str, Any] = {}
+        total = nbytes = 0
+        frame = None
+        for day in partition_days(context):
+            extract = extract_day(
+                kafka.bootstrap_servers, topic, day, kafka.lateness_slack_seconds, dlq=dlq
+            )
+            written = write_partition(table_dir, day, extract.frame, extract.manifest)
+            frame = extract.frame
+            per_day[day.isoformat()] = {"rows": written.rows, "bytes": written.bytes}
+            total += written.rows
+            nbytes += written.bytes
+            context.log.info(f"{name} {day}: {written.rows} records from {topic} -> {written.path}")
+        metadata: dict[str, Any] = {
+            "dagster/row_count": total,
+            "bytes": nbytes,
+            "partitions": per_day,
+            "path": str(table_dir),
+        }
+        if frame is not None:
+            metadata["dagster/column_schema"] = column_schema(frame)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+bronze_events = _kafka_day_asset(
+    "events", EVENTS_TOPIC, False,
+    "Every record of shop.events whose Kafka timestamp (collector receive time) falls in the day, "
+    "as received, with partition/offset and a manifest.",
+)  # fmt: skip
+bronze_dlq_events = _kafka_day_asset(
+    "dlq_events", DLQ_TOPIC, True,
+    "Every record of shop.events.dlq for the day: rejected events with their reason, kept and queryable.",
+)  # fmt: skip
+
+
+def _shop_table_asset(table: str) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=["bronze", f"shop_{table}"],
+        group_name="bronze",
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        retry_policy=IO_RETRY,
+        kinds={"postgres", "parquet", "polars"},
+        description=f"Rows of the shop database's {table} table whose updated_at falls in the day "
+        "(incremental; the first partition also holds everything before it).",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext,
+        shopdb: ShopDBResource,
+        lake: LakeResource,
+        pii: PIIResource,
+    ) -> dg.MaterializeResult:
+        table_dir = lake.table_dir("bronze", f"shop_{table}")
+        first = daily_partitions.get_first_partition_key()
+        conn, placeholder = shopdb.connect()
+        pseudo = pii.pseudonymizer()
+        per_day: dict[str, int] = {}
+        frame = None
+        try:
+            for day in partition_days(context):
+                frame = extract_table(
+                    conn, placeholder, table, day, day.isoformat() == first, pseudo
+                )
+                written = write_partition(
+                    table_dir, day, frame, {"table": table, "date": day.isoformat()}
+                )
+                per_day[day.isoformat()] = written.rows
+        finally:
+            conn.close()
+        metadata: dict[str, Any] = {
+            "dagster/row_count": sum(per_day.values()),
+            "partitions": per_day,
+        }
+        if frame is not None:
+            metadata["dagster/column_schema"] = column_schema(frame)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return _asset
+
+
+bronze_shop_assets = [_shop_table_asset(t) for t in SHOP_TABLES]
+
+defs = dg.Definitions(assets=[bronze_events, bronze_dlq_events, *bronze_shop_assets])

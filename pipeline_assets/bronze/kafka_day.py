@@ -1,0 +1,202 @@
+"""Exact extraction of one arrival day from a Kafka topic.
+
+A record belongs to day D when its Kafka timestamp (the collector's received_at) falls in D.
+``offsets_for_times`` bounds the scan per partition; because CreateTime timestamps can be slightly
+out of order across concurrent producers, the scan starts ``slack`` before D and ends ``slack``
+after it, and keeps exactly the records whose timestamp is in D. Bounded and exact as long as no
+record is more than ``slack`` out of order (10 minutes by default; the collector stamps within ms).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import msgspec
+import polars as pl
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+
+BRONZE_SCHEMA = {
+    "kafka_partition": pl.Int32,
+    "kafka_offset": pl.Int64,
+    "kafka_timestamp": pl.Datetime("ms", "UTC"),
+    "key": pl.String,
+    "event_id": pl.String,
+    "event_type": pl.String,
+    "value": pl.String,
+}
+DLQ_SCHEMA = {**BRONZE_SCHEMA, "reason": pl.String}
+
+
+class DayOutsideRetention(RuntimeError):
+    """Kafka no longer holds all of the requested day."""
+
+
+class _Peek(msgspec.Struct):
+    event_id: str | None = None
+    event_type: str | None = None
+    reason: str | None = None
+
+
+_peek = msgspec.json.Decoder(_Peek)
+
+
+@dataclass
+class DayExtract:
+    frame: pl.DataFrame
+    manifest: dict[str, Any]
+
+
+def day_bounds_ms(day: date) -> tuple[int, int]:
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
+
+
+def _consumer(bootstrap: str) -> Consumer:
+    return Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": f"shoplake-bronze-{uuid.uuid4().hex}",  # offsets are never committed
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 16 * 1024 * 1024,
+    })  # fmt: skip
+
+
+def _first_timestamp(consumer: Consumer, tp: TopicPartition, timeout: float) -> int | None:
+    consumer.assign([tp])
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                return msg.timestamp()[1]
+        return None
+    finally:
+        consumer.unassign()
+
+
+def extract_day(
+    bootstrap: str,
+    topic: str,
+    day: date,
+    slack_seconds: int = 600,
+    timeout: float = 30.0,
+    dlq: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> DayExtract:
+    """Every record of ``topic`` whose timestamp falls in ``day``, sorted by (partition, offset)."""
+    start_ms, end_ms = day_bounds_ms(day)
+    consumer = _consumer(bootstrap)
+    try:
+        md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if md is None or md.error is not None:
+            raise RuntimeError(
+                f"topic {topic} not found at {bootstrap}: run 'shoplake kafka topics'"
+            )
+        parts = sorted(md.partitions)
+        ranges: dict[int, tuple[int, int]] = {}
+        begins = consumer.offsets_for_times(
+            [TopicPartition(topic, p, start_ms - slack_seconds * 1000) for p in parts],
+            timeout=timeout,
+        )
+        ends = consumer.offsets_for_times(
+            [TopicPartition(topic, p, end_ms + slack_seconds * 1000) for p in parts],
+            timeout=timeout,
+        )
+        for b, e in zip(begins, ends, strict=True):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, b.partition), timeout=timeout
+            )
+            if low > 0:
+                first_ts = _first_timestamp(
+                    consumer, TopicPartition(topic, b.partition, low), timeout
+                )
+                if first_ts is not None and first_ts > start_ms:
+                    kept = datetime.fromtimestamp(first_ts / 1000, UTC).isoformat()
+                    raise DayOutsideRetention(
+                        f"{topic} partition {b.partition} starts at {kept}: Kafka's retention has "
+                        f"removed part of {day}. Land that history with 'shoplake import' instead."
+                    )
+            begin = high if b.offset in (-1, OFFSET_END) else max(b.offset, low)
+            end = high if e.offset in (-1, OFFSET_END) else min(e.offset, high)
+            if end > begin:
+                ranges[b.partition] = (begin, end)
+
+        cols: dict[str, list] = {k: [] for k in (DLQ_SCHEMA if dlq else BRONZE_SCHEMA)}
+        stats: dict[int, dict[str, int]] = {}
+        if ranges:
+            consumer.assign([TopicPartition(topic, p, b) for p, (b, _) in ranges.items()])
+            remaining = dict(ranges)
+            deadline = time.monotonic() + max(timeout, 60)
+            while remaining:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"reading {topic} for {day} stalled; partitions left: {sorted(remaining)}"
+                    )
+                batch = consumer.consume(num_messages=5000, timeout=1.0)
+                if batch:
+                    deadline = time.monotonic() + max(timeout, 60)
+                for msg in batch:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            continue
+                        raise RuntimeError(f"reading {topic}: {err}")
+                    p, off = msg.partition(), msg.offset()
+                    if p not in remaining or off >= remaining[p][1]:
+                        continue
+                    if off + 1 >= remaining[p][1]:
+                        del remaining[p]
+                        consumer.incremental_unassign([TopicPartition(topic, p)])
+                    ts = msg.timestamp()[1]
+                    if not (start_ms <= ts < end_ms):
+                        continue
+                    value = msg.value() or b""
+                    try:
+                        peek = _peek.decode(value)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        peek = _Peek()
+                    key = msg.key()
+                    cols["kafka_partition"].append(p)
+                    cols["kafka_offset"].append(off)
+                    cols["kafka_timestamp"].append(ts)
+                    cols["key"].append(key.decode(errors="replace") if key else None)
+                    cols["event_id"].append(peek.event_id)
+                    cols["event_type"].append(peek.event_type)
+                    cols["value"].append(value.decode(errors="replace"))
+                    if dlq:
+                        cols["reason"].append(peek.reason)
+                    s = stats.setdefault(p, {"first_offset": off, "last_offset": off, "rows": 0})
+                    s["first_offset"] = min(s["first_offset"], off)
+                    s["last_offset"] = max(s["last_offset"], off)
+                    s["rows"] += 1
+                if progress and batch:
+                    progress(len(batch))
+    finally:
+        consumer.close()
+
+    schema = DLQ_SCHEMA if dlq else BRONZE_SCHEMA
+    frame = pl.DataFrame(
+        {
+            k: pl.Series(k, v, dtype=pl.Int64 if k == "kafka_timestamp" else schema[k])
+            for k, v in cols.items()
+        }
+    ).with_columns(pl.col("kafka_timestamp").cast(pl.Datetime("ms", "UTC")))
+    frame = frame.sort("kafka_partition", "kafka_offset")
+    ids = sorted(i for i in frame["event_id"].to_list() if i)
+    manifest = {
+        "topic": topic,
+        "date": day.isoformat(),
+        "partitions": {str(p): stats[p] for p in sorted(stats)},
+        "scan": {str(p): {"from": b, "to": e} for p, (b, e) in sorted(ranges.items())},
+        "slack_seconds": slack_seconds,
+        "event_id_checksum": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
+    }
+    return DayExtract(frame, manifest)

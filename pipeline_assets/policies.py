@@ -1,0 +1,31 @@
+"""Shared asset policies: retries for IO-bound assets, metadata helpers."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import dagster as dg
+import polars as pl
+
+# IO-bound assets (Kafka, databases, files) retry with exponential backoff and full jitter.
+IO_RETRY = dg.RetryPolicy(
+    max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
+)
+
+_POLARS_TO_TYPE = {
+    pl.String: "string", pl.Int32: "int", pl.Int64: "bigint", pl.Float64: "double", pl.Boolean: "boolean",
+    pl.Date: "date",
+}  # fmt: skip
+
+
+def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
+    cols = []
+    for name, dtype in frame.schema.items():
+        base = dtype.base_type() if hasattr(dtype, "base_type") else dtype
+        cols.append(dg.TableColumn(name, _POLARS_TO_TYPE.get(base, str(dtype).lower())))
+    return dg.TableSchema(columns=cols)
+
+
+def partition_days(context: dg.AssetExecutionContext) -> list[date]:
+    """The days this run materializes (one, or a range under a single-run backfill)."""
+    return [date.fromisoformat(k) for k in context.partition_keys]
