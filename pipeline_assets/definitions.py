@@ -5,11 +5,13 @@ from __future__ import annotations
 import dagster as dg
 
 from pipeline_assets.bronze import assets as bronze
+from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
 from resources import resources_for
 
 defs = dg.Definitions.merge(
     kafka_topics.defs,
     bronze.defs,
+    silver.defs,
     dg.Definitions(resources=resources_for()),
 )

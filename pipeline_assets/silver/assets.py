@@ -1,0 +1,192 @@
+"""Silver: clean, typed, deduplicated data by event day."""
+
+import os
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from pipeline_assets.bronze.shopdb import SHOP_TABLES
+from pipeline_assets.lakeio import read_partitions, write_partition
+from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.policies import column_schema, partition_days
+from pipeline_assets.silver.events import build_silver_events, window_days
+from pipeline_assets.silver.sessions import sessionize
+from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
+from resources import LakeResource
+
+LATENESS_DAYS = int(os.environ.get("SHOPLAKE_LATENESS_DAYS", "2"))
+RECONCILIATION = "bronze_rows_reconcile"
+
+EVENTS = dg.AssetKey(["silver", "events"])
+QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            EVENTS,
+            deps=[
+                dg.AssetDep(
+                    ["bronze", "events"],
+                    partition_mapping=dg.TimeWindowPartitionMapping(
+                        start_offset=-1,
+                        end_offset=LATENESS_DAYS,
+                        allow_nonexistent_upstream_partitions=True,
+                    ),
+                )
+            ],
+            group_name="silver",
+            kinds={"parquet", "polars"},
+            description="Events by event day (clock-skew corrected), validated against the contracts, "
+            "deduplicated by event_id, with device/OS/browser and a bot flag.",
+        ),
+        dg.AssetSpec(
+            QUARANTINE,
+            deps=[EVENTS],
+            group_name="silver",
+            kinds={"parquet", "polars"},
+            description="Rows kept out of silver/events, by arrival day, with a reason: future_event, "
+            "late_beyond_window, contract_violation, unparseable.",
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            RECONCILIATION,
+            asset=EVENTS,
+            description="input rows = silver + quarantined + duplicates removed",
+        )
+    ],
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
+    bronze_dir = lake.table_dir("bronze", "events")
+    per_day: dict[str, Any] = {}
+    last = None
+    for day in partition_days(context):
+        frames = [
+            f.with_columns(arrival_date=pl.lit(d))
+            for d in window_days(day, LATENESS_DAYS)
+            if (f := read_partitions(bronze_dir, [d])) and (f := f[0]) is not None
+        ]
+        if not frames:
+            raise dg.Failure(
+                f"no bronze/events partitions for {day} and the days after it: materialize bronze first"
+            )
+        result = build_silver_events(pl.concat(frames, how="vertical_relaxed"), day, LATENESS_DAYS)
+        manifest = {"date": day.isoformat(), "lateness_days": LATENESS_DAYS, **result.stats}
+        write_partition(lake.table_dir("silver", "events"), day, result.events, manifest)
+        write_partition(
+            lake.table_dir("silver", "events_quarantine"), day, result.quarantine, manifest
+        )
+        per_day[day.isoformat()] = result.stats
+        last = result
+        context.log.info(f"silver/events {day}: {result.stats}")
+    totals = {k: sum(s[k] for s in per_day.values()) for k in next(iter(per_day.values()))}
+    balanced = (
+        totals["input_rows"]
+        == totals["silver_rows"] + totals["quarantined"] + totals["duplicates_removed"]
+    )
+    yield dg.MaterializeResult(
+        asset_key=EVENTS,
+        metadata={
+            "dagster/row_count": totals["silver_rows"],
+            "duplicates_removed": totals["duplicates_removed"],
+            "bots": totals["bots"],
+            "partitions": per_day,
+            "dagster/column_schema": column_schema(last.events) if last else None,
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=QUARANTINE, metadata={"dagster/row_count": totals["quarantined"]}
+    )
+    yield dg.AssetCheckResult(
+        asset_key=EVENTS,
+        check_name=RECONCILIATION,
+        passed=balanced,
+        metadata={
+            k: totals[k] for k in ("input_rows", "silver_rows", "quarantined", "duplicates_removed")
+        },
+    )
+
+
+@dg.asset(
+    key=["silver", "sessions"],
+    deps=[
+        dg.AssetDep(
+            EVENTS,
+            partition_mapping=dg.TimeWindowPartitionMapping(
+                start_offset=-1, end_offset=1, allow_nonexistent_upstream_partitions=True
+            ),
+        )
+    ],
+    group_name="silver",
+    partitions_def=daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds={"parquet", "polars"},
+    description="30-minute inactivity sessions per visitor, by the day they start, stitched to user_id.",
+)
+def silver_sessions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    events_dir = lake.table_dir("silver", "events")
+    per_day: dict[str, int] = {}
+    frame = None
+    for day in partition_days(context):
+        from datetime import timedelta
+
+        window = read_partitions(
+            events_dir, [day - timedelta(days=1), day, day + timedelta(days=1)]
+        )
+        if not window:
+            raise dg.Failure(f"silver/events for {day} is missing: materialize it first")
+        frame = sessionize(pl.concat(window, how="diagonal_relaxed"), day)
+        write_partition(lake.table_dir("silver", "sessions"), day, frame, {"date": day.isoformat()})
+        per_day[day.isoformat()] = frame.height
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(per_day.values()),
+            "partitions": per_day,
+            "dagster/column_schema": column_schema(frame) if frame is not None else None,
+        }
+    )
+
+
+def _shop_silver(table: str) -> dg.AssetsDefinition:
+    history = table in SCD2_TRACKED
+    desc = (
+        f"SCD2 history of {table} ({SCD2_TRACKED[table]}) as of the end of the day, with valid_from/valid_to/is_current."
+        if history
+        else f"Current state of {table} as of the end of the day (latest version of each key)."
+    )
+
+    @dg.asset(
+        key=["silver", table],
+        deps=[dg.AssetKey(["bronze", f"shop_{table}"])],
+        group_name="silver",
+        partitions_def=daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        kinds={"parquet", "polars"},
+        description=desc + " Reads every bronze partition up to the day.",
+    )
+    def _asset(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+        per_day: dict[str, int] = {}
+        frame = None
+        for day in partition_days(context):
+            hist = history_until(lake.table_dir("bronze", f"shop_{table}"), table, day)
+            frame = scd2(hist, table) if history else current_state(hist, table)
+            write_partition(lake.table_dir("silver", table), day, frame, {"date": day.isoformat()})
+            per_day[day.isoformat()] = frame.height
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(per_day.values()),
+                "partitions": per_day,
+                "dagster/column_schema": column_schema(frame) if frame is not None else None,
+            }
+        )
+
+    return _asset
+
+
+silver_shop_assets = [_shop_silver(t) for t in SHOP_TABLES]
+
+defs = dg.Definitions(assets=[silver_events, silver_sessions, *silver_shop_assets])
