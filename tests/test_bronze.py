@@ -1,0 +1,105 @@
+"""Bronze extraction against a real broker: exact day bounds, stable bytes, retention guard."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import uuid
+from datetime import UTC, date, datetime
+
+import pytest
+from confluent_kafka import Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline_assets.bronze.kafka_day import DayOutsideRetention, day_bounds_ms, extract_day
+from pipeline_assets.lakeio import DATA_FILE, MANIFEST, partition_dir, write_partition
+from shoplake.platform.topics import TopicSpec, ensure_topics
+
+pytestmark = pytest.mark.integration
+DAY = date(2026, 10, 10)
+
+
+def produce(bootstrap: str, topic: str, rows: list[tuple[int, dict]]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for ts, doc in rows:
+        p.produce(
+            topic, json.dumps(doc).encode(), doc.get("anonymous_id", "k").encode(), timestamp=ts
+        )
+    assert p.flush(30) == 0
+
+
+def fresh_topic(bootstrap: str, partitions: int = 2) -> str:
+    name = f"t.{uuid.uuid4().hex[:8]}"
+    ensure_topics(bootstrap, {name: TopicSpec(name, partitions, 30 * 86_400_000, "delete")})
+    return name
+
+
+def test_exactly_the_records_of_the_day(kafka_bootstrap: str, tmp_path):
+    topic = fresh_topic(kafka_bootstrap)
+    start, end = day_bounds_ms(DAY)
+    stamps = {
+        "before": start - 1,
+        "first": start,
+        "noon": start + 12 * 3_600_000,
+        "last": end - 1,
+        "after": end,
+    }
+    rows = [
+        (ts, {"event_id": name, "event_type": "page_view", "anonymous_id": "a"})
+        for name, ts in stamps.items()
+    ]
+    rows.append(
+        (start + 5000, {"event_id": "out_of_order", "event_type": "search", "anonymous_id": "a"})
+    )
+    produce(
+        kafka_bootstrap, topic, rows
+    )  # one key: one partition, "out_of_order" written after "after"
+
+    x = extract_day(kafka_bootstrap, topic, DAY)
+    assert sorted(x.frame["event_id"].to_list()) == ["first", "last", "noon", "out_of_order"]
+    assert x.frame["kafka_offset"].is_sorted()
+    assert (
+        x.manifest["event_id_checksum"]
+        == hashlib.sha256(b"first\nlast\nnoon\nout_of_order").hexdigest()
+    )
+    assert sum(p["rows"] for p in x.manifest["partitions"].values()) == 4
+
+    # Written twice: the same bytes; the partition is replaced, not appended to.
+    table = tmp_path / "bronze" / "events"
+    first = write_partition(table, DAY, x.frame, x.manifest)
+    digest = hashlib.sha256(
+        (first.path / DATA_FILE).read_bytes() + (first.path / MANIFEST).read_bytes()
+    ).hexdigest()
+    again = write_partition(table, DAY, extract_day(kafka_bootstrap, topic, DAY).frame, x.manifest)
+    assert (
+        hashlib.sha256(
+            (again.path / DATA_FILE).read_bytes() + (again.path / MANIFEST).read_bytes()
+        ).hexdigest()
+        == digest
+    )
+    assert [p.name for p in table.iterdir()] == [
+        partition_dir(table, DAY).name
+    ]  # no temp dirs left
+
+
+def test_an_empty_day_is_an_empty_partition(kafka_bootstrap: str):
+    topic = fresh_topic(kafka_bootstrap)
+    x = extract_day(kafka_bootstrap, topic, DAY)
+    assert x.frame.height == 0 and "event_id" in x.frame.columns
+
+
+def test_a_day_kafka_no_longer_holds_fails_and_points_to_the_importer(kafka_bootstrap: str):
+    topic = fresh_topic(kafka_bootstrap, partitions=1)
+    start, _ = day_bounds_ms(DAY)
+    produce(kafka_bootstrap, topic, [(start + i * 60_000, {"event_id": f"e{i}"}) for i in range(5)])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    futures = admin.delete_records([TopicPartition(topic, 0, 3)])  # retention removed e0..e2
+    for f in futures.values():
+        f.result(timeout=30)
+    time.sleep(0.5)
+    with pytest.raises(DayOutsideRetention, match="shoplake import"):
+        extract_day(kafka_bootstrap, topic, DAY)
+    # The next day starts after the kept data: nothing was lost for it.
+    assert extract_day(kafka_bootstrap, topic, date(2026, 10, 11)).frame.height == 0
+    assert datetime.fromtimestamp(start / 1000, UTC).date() == DAY

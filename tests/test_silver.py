@@ -1,0 +1,167 @@
+"""Silver transforms on hand-made events with known answers (no Dagster, no Kafka)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+from pipeline_assets.silver.events import build_silver_events
+from pipeline_assets.silver.sessions import sessionize
+from pipeline_assets.silver.shop import current_state, scd2
+
+D = date(2026, 10, 10)
+T0 = datetime(2026, 10, 10, 12, 0, tzinfo=UTC)
+
+
+def iso(t: datetime) -> str:
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ev(at: datetime, etype: str = "page_view", anon: str = "a1", received: datetime | None = None,
+       skew: timedelta = timedelta(0), event_id: str | None = None, **fields) -> dict:  # fmt: skip
+    received = received or at + timedelta(milliseconds=200)
+    doc = {
+        "event_id": event_id or str(uuid.uuid4()), "event_type": etype, "schema_version": "1.0",
+        "occurred_at": iso(at + skew), "sent_at": iso(received - timedelta(milliseconds=50) + skew),
+        "received_at": iso(received), "anonymous_id": anon, "session_id": "s",
+        "context": {"platform": "web", "device_type": "desktop",
+                    "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"},
+    }  # fmt: skip
+    if etype == "page_view":
+        doc["page_type"] = "home"
+    doc.update(fields)
+    return doc
+
+
+def bronze(docs: list[dict]) -> pl.DataFrame:
+    rows = []
+    for i, d in enumerate(docs):
+        received = datetime.fromisoformat(d["received_at"].replace("Z", "+00:00"))
+        rows.append({
+            "kafka_partition": 0, "kafka_offset": i, "kafka_timestamp": received, "key": d["anonymous_id"],
+            "event_id": d["event_id"], "event_type": d["event_type"], "value": json.dumps(d),
+            "arrival_date": received.date(),
+        })  # fmt: skip
+    return pl.DataFrame(rows).with_columns(pl.col("kafka_timestamp").dt.cast_time_unit("ms"))
+
+
+def test_dedupe_late_future_and_too_late():
+    dup = ev(T0, event_id="11111111-1111-4111-8111-111111111111")
+    late = ev(
+        T0 + timedelta(hours=5), received=T0 + timedelta(days=1, hours=3)
+    )  # arrives D+1, belongs to D
+    future = ev(T0, occurred_future=True)
+    future["occurred_at"] = iso(T0 + timedelta(hours=3))  # client says 3 h ahead of receipt
+    too_late = ev(T0 - timedelta(days=3), received=T0)  # event day D-3 arriving on D: beyond 2 days
+    docs = [
+        dup,
+        dict(dup, received_at=iso(T0 + timedelta(seconds=30))),
+        late,
+        future,
+        too_late,
+        ev(T0 + timedelta(minutes=1)),
+    ]
+    out = build_silver_events(bronze(docs), D, lateness_days=2)
+    assert out.stats == {
+        "input_rows": 6,
+        "silver_rows": 3,
+        "quarantined": 2,
+        "duplicates_removed": 1,
+        "bots": 0,
+    }
+    assert late["event_id"] in out.events["event_id"].to_list()
+    assert sorted(out.quarantine["reason"].to_list()) == ["future_event", "late_beyond_window"]
+    assert out.events["event_date"].unique().to_list() == [D]
+    # the same late event is not also counted by the arrival day's partition
+    next_day = build_silver_events(bronze(docs), D + timedelta(days=1), lateness_days=2)
+    assert next_day.events.height == 0
+
+
+def test_clock_skew_is_corrected_from_the_receive_time():
+    skewed = ev(T0, skew=timedelta(minutes=-50))  # device clock 50 minutes behind
+    out = build_silver_events(bronze([skewed]), D)
+    row = out.events.row(0, named=True)
+    assert abs((row["event_at"] - T0).total_seconds()) < 1
+    assert (row["occurred_at"] - T0) < timedelta(minutes=-49)  # raw client time is kept as is
+
+
+def test_midnight_and_skew_put_an_event_in_the_right_day():
+    near_midnight = ev(
+        datetime(2026, 10, 10, 23, 59, 59, 900000, tzinfo=UTC), skew=timedelta(minutes=5)
+    )
+    out = build_silver_events(bronze([near_midnight]), D)
+    assert out.events.height == 1  # client clock says 00:04 next day; corrected time says D
+
+
+def test_contract_violations_are_quarantined_with_the_check():
+    bad = ev(T0, "product_view", product_id="p1", price=-5.0)
+    out = build_silver_events(bronze([bad, ev(T0)]), D)
+    assert out.events.height == 1
+    q = out.quarantine.row(0, named=True)
+    assert q["reason"] == "contract_violation" and "price" in q["detail"]
+
+
+def test_bots_by_user_agent_and_by_click_cadence():
+    crawler = ev(T0, anon="crawler", context={"platform": "web", "user_agent": "Googlebot/2.1"})
+    burst = [ev(T0 + timedelta(milliseconds=60 * i), anon="fast") for i in range(5)]
+    slow = [ev(T0 + timedelta(seconds=2 * i), anon="human") for i in range(5)]
+    out = build_silver_events(bronze([crawler, *burst, *slow]), D)
+    bots = dict(out.events.group_by("anonymous_id").agg(pl.col("is_bot").all()).iter_rows())
+    assert bots == {"crawler": True, "fast": True, "human": False}
+    assert out.events.filter(pl.col("anonymous_id") == "human")["browser"][0] == "Chrome"
+
+
+def silver(docs: list[dict]) -> pl.DataFrame:
+    frames = [build_silver_events(bronze(docs), D + timedelta(days=k)).events for k in (-1, 0, 1)]
+    return pl.concat(frames, how="diagonal_relaxed")
+
+
+def test_sessions_gap_midnight_and_stitching():
+    late_evening = datetime(2026, 10, 9, 23, 50, tzinfo=UTC)
+    docs = [
+        ev(late_evening, anon="night"),  # starts on D-1 ...
+        ev(late_evening + timedelta(minutes=20), anon="night"),  # ... crosses midnight: not D's
+        ev(T0, anon="u"),
+        ev(T0 + timedelta(minutes=10), "login", anon="u", user_id="user-7", method="password"),
+        ev(T0 + timedelta(minutes=45), anon="u"),  # 35 min gap: a new session, stitched to user-7
+        ev(
+            T0 + timedelta(minutes=46),
+            "purchase",
+            anon="u",
+            user_id="user-7",
+            order_id="o1",
+            total=30.0,
+            currency="USD",
+            payment_method="card",
+            items=[{"product_id": "p", "quantity": 1, "unit_price": 30.0}],
+        ),  # fmt: skip
+    ]
+    s = sessionize(silver(docs), D)
+    assert s.height == 2 and set(s["anonymous_id"]) == {"u"}
+    assert s["user_id"].to_list() == ["user-7", "user-7"]
+    assert s["is_converted"].to_list() == [False, True] and s["revenue"].to_list() == [0.0, 30.0]
+    previous = sessionize(silver(docs), D - timedelta(days=1))
+    assert (
+        previous.height == 1 and previous["n_events"][0] == 2
+    )  # counted once, on the day it started
+    again = sessionize(silver(docs), D)
+    assert again["session_id"].to_list() == s["session_id"].to_list()  # stable ids
+
+
+def test_shop_state_and_scd2():
+    hist = pl.DataFrame({
+        "product_id": ["p1", "p1", "p1", "p2"], "name": ["A", "A", "A2", "B"], "category_id": ["c"] * 4,
+        "category_code": ["x"] * 4, "brand": ["b"] * 4, "price": [10.0, 10.0, 12.0, 5.0], "currency": ["USD"] * 4,
+        "created_at": ["2026-10-01T00:00:00Z"] * 4,
+        "updated_at": ["2026-10-01T00:00:00Z", "2026-10-03T00:00:00Z", "2026-10-05T00:00:00Z", "2026-10-01T00:00:00Z"],
+    })  # fmt: skip
+    cur = current_state(hist, "products")
+    assert cur.filter(pl.col("product_id") == "p1")["price"].to_list() == [12.0]
+    h = scd2(hist, "products").filter(pl.col("product_id") == "p1")
+    assert h["price"].to_list() == [10.0, 12.0]  # the name-only change is not a new price version
+    assert h["valid_from"].to_list() == ["2026-10-01T00:00:00Z", "2026-10-05T00:00:00Z"]
+    assert h["valid_to"].to_list() == ["2026-10-05T00:00:00Z", None]
+    assert h["is_current"].to_list() == [False, True] and h["name"].to_list() == ["A2", "A2"]
