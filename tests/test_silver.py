@@ -137,7 +137,7 @@ def test_sessions_gap_midnight_and_stitching():
             currency="USD",
             payment_method="card",
             items=[{"product_id": "p", "quantity": 1, "unit_price": 30.0}],
-        ),  # fmt: skip
+        ),
     ]
     s = sessionize(silver(docs), D)
     assert s.height == 2 and set(s["anonymous_id"]) == {"u"}
