@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from pipeline_assets.bronze import assets as bronze
+from pipeline_assets.gold import dbt as gold
 from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
 from resources import resources_for
@@ -13,5 +14,6 @@ defs = dg.Definitions.merge(
     kafka_topics.defs,
     bronze.defs,
     silver.defs,
+    gold.defs,
     dg.Definitions(resources=resources_for()),
 )

@@ -71,8 +71,15 @@ class PIIResource(dg.ConfigurableResource):
         return Pseudonymizer(self.key.encode(), self.key_id)
 
 
+def _dbt() -> Any:
+    from pipeline_assets.gold.dbt import dbt_cli
+
+    return dbt_cli()
+
+
 def _local(s: Settings) -> dict[str, Any]:
     return {
+        "dbt": _dbt(),
         "lake": LakeResource(root=str(s.home / "lake")),
         "kafka": KafkaResource(bootstrap_servers=s.bootstrap_servers),
         "shopdb": ShopDBResource(dsn=s.pg_dsn, sqlite_path=str(s.shopdb_sqlite_path)),

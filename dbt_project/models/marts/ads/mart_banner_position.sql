@@ -1,0 +1,24 @@
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='append',
+        pre_hook="{{ delete_partition_window('ctr_date') }}",
+    )
+}}
+
+with {{ ad_events_with_attribution() }},
+
+final as (
+    select
+        event_date as ctr_date,
+        banner_position,
+        count(*) filter (where event_type = 'ad_impression') as n_impressions,
+        count(*) filter (where event_type = 'ad_click') as n_clicks,
+        {{ safe_divide("count(*) filter (where event_type = 'ad_click')", "count(*) filter (where event_type = 'ad_impression')") }} as ctr,
+        count(*) filter (where is_attributed) as n_attributed_purchases,
+        coalesce(sum(attributed_revenue), 0) as attributed_revenue
+    from ad_events
+    group by 1, 2
+)
+
+select * from final

@@ -1,0 +1,84 @@
+"""Gold: the dbt project as Dagster assets (dagster-dbt), one daily partition window per run."""
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from pipeline_assets.partitions import daily_partitions
+from resources import LakeResource, WarehouseResource
+from shoplake.settings import REPO_ROOT
+
+DBT_DIR = REPO_ROOT / "dbt_project"
+# The dbt installed beside this interpreter, so an unactivated venv works too.
+_local_dbt = Path(sys.executable).with_name("dbt")
+DBT_EXECUTABLE = str(_local_dbt) if _local_dbt.exists() else "dbt"
+dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
+dbt_project.prepare_if_dev()
+
+
+def dbt_cli() -> DbtCliResource:
+    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+
+
+def ensure_manifest() -> None:
+    """Parse the project once when no manifest exists yet (fresh checkout, CI)."""
+    if not dbt_project.manifest_path.exists():
+        dbt_cli().cli(["parse", "--quiet"], target_path=dbt_project.target_path).wait()
+
+
+ensure_manifest()
+
+
+class ShoplakeTranslator(DagsterDbtTranslator):
+    """Keys and groups from where things land: sources are silver tables; groups follow folders."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] == "source":
+            return dg.AssetKey(["silver", dbt_resource_props["name"]])
+        fqn = dbt_resource_props["fqn"]
+        layer = "gold" if len(fqn) > 1 and fqn[1] == "marts" else "staging"
+        return dg.AssetKey([layer, dbt_resource_props["name"]])
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props["fqn"]
+        if len(fqn) > 2 and fqn[1] == "marts":
+            return f"gold_{fqn[2]}"
+        return "staging"
+
+
+def dbt_vars(context: dg.AssetExecutionContext, lake: LakeResource) -> dict[str, str]:
+    """The partition window as inclusive dates, plus where the lake is."""
+    window = context.partition_time_window
+    return {
+        "min_date": window.start.date().isoformat(),
+        "max_date": (window.end - timedelta(days=1)).date().isoformat(),
+        "lake_root": lake.root,
+    }
+
+
+@dbt_assets(
+    manifest=dbt_project.manifest_path,
+    project=dbt_project,
+    partitions_def=daily_partitions,
+    dagster_dbt_translator=ShoplakeTranslator(),
+    backfill_policy=dg.BackfillPolicy.single_run(),
+)
+def shoplake_dbt_models(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    lake: LakeResource,
+    warehouse: WarehouseResource,
+):
+    os.environ["SHOPLAKE_WAREHOUSE"] = warehouse.path  # read by dbt_project/profiles.yml
+    args = ["build", "--vars", json.dumps(dbt_vars(context, lake))]
+    yield from dbt.cli(args, context=context).stream()
+
+
+defs = dg.Definitions(assets=[shoplake_dbt_models])
