@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from pipeline_assets import checks, jobs
 from pipeline_assets.bronze import assets as bronze
 from pipeline_assets.gold import dbt as gold
 from pipeline_assets.silver import assets as silver
@@ -15,5 +16,7 @@ defs = dg.Definitions.merge(
     bronze.defs,
     silver.defs,
     gold.defs,
+    checks.defs,
+    jobs.defs,
     dg.Definitions(resources=resources_for()),
 )

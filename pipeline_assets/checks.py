@@ -1,0 +1,151 @@
+"""Asset checks as data contracts. Names are constants; failing rows (a sample) go in metadata.
+
+Cheap checks ride inside MaterializeResult (the silver reconciliation); these read the stored
+partition back. The Pandera checks on silver are blocking: bad silver stops gold in the same run.
+"""
+
+import hashlib
+from datetime import date, timedelta
+
+import dagster as dg
+import pandera.polars as pa
+import polars as pl
+
+from pipeline_assets.lakeio import read_manifest, read_partition
+from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.silver.schema import SilverEvent
+from resources import LakeResource
+
+BRONZE_MANIFEST = "matches_manifest"
+SILVER_CONTRACT = "pandera_contract"
+SILVER_VOLUME = "volume_day_over_day"
+SESSIONS_CONTRACT = "pandera_contract"
+VOLUME_DROP_WARN = 0.5
+
+
+class SilverSession(pa.DataFrameModel):
+    session_id: str = pa.Field(unique=True)
+    session_date: pl.Date = pa.Field()
+    anonymous_id: str = pa.Field()
+    duration_seconds: float = pa.Field(ge=0, le=7 * 86_400)
+    n_events: pl.Int32 = pa.Field(ge=1)
+    revenue: float = pa.Field(ge=0)
+
+    class Config:
+        strict = False
+
+
+def _day(context: dg.AssetCheckExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)
+
+
+def _failure_sample(err: pa.errors.SchemaErrors, n: int = 20) -> dg.MetadataValue:
+    cases = err.failure_cases.head(n).select("column", "check", "failure_case", "index")
+    with pl.Config(tbl_rows=n, tbl_width_chars=200):
+        return dg.MetadataValue.md(f"```\n{cases}\n```")
+
+
+def _kafka_manifest_check(name: str) -> dg.AssetChecksDefinition:
+    @dg.asset_check(
+        asset=dg.AssetKey(["bronze", name]),
+        name=BRONZE_MANIFEST,
+        partitions_def=daily_partitions,
+        description="The stored Parquet has the rows and event_id checksum its manifest records.",
+    )
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        table = lake.table_dir("bronze", name)
+        day = _day(context)
+        frame, manifest = read_partition(table, day), read_manifest(table, day)
+        if frame is None or manifest is None:
+            return dg.AssetCheckResult(
+                passed=False, metadata={"error": f"partition {day} is missing"}
+            )
+        ids = sorted(i for i in frame["event_id"].to_list() if i)
+        checksum = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        return dg.AssetCheckResult(
+            passed=frame.height == manifest["rows"] and checksum == manifest["event_id_checksum"],
+            metadata={"rows": frame.height, "manifest_rows": manifest["rows"]},
+        )
+
+    return _check
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["silver", "events"]),
+    name=SILVER_CONTRACT,
+    partitions_def=daily_partitions,
+    blocking=True,
+    description="silver/events satisfies the SilverEvent Pandera model; gold is not built on bad silver.",
+)
+def silver_events_contract(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    frame = read_partition(lake.table_dir("silver", "events"), _day(context))
+    if frame is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
+    try:
+        SilverEvent.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"failures": len(err.failure_cases), "sample": _failure_sample(err)},
+        )
+    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["silver", "events"]),
+    name=SILVER_VOLUME,
+    partitions_def=daily_partitions,
+    description=f"Warns when a day has less than {VOLUME_DROP_WARN:.0%} of the previous day's events.",
+)
+def silver_events_volume(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    table = lake.table_dir("silver", "events")
+    day = _day(context)
+    today, yesterday = read_manifest(table, day), read_manifest(table, day - timedelta(days=1))
+    rows = today["silver_rows"] if today else 0
+    if yesterday is None or yesterday["silver_rows"] == 0:
+        return dg.AssetCheckResult(passed=True, metadata={"rows": rows, "previous_day": "none"})
+    ratio = rows / yesterday["silver_rows"]
+    return dg.AssetCheckResult(
+        passed=ratio >= VOLUME_DROP_WARN,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={
+            "rows": rows,
+            "previous_rows": yesterday["silver_rows"],
+            "ratio": round(ratio, 3),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["silver", "sessions"]),
+    name=SESSIONS_CONTRACT,
+    partitions_def=daily_partitions,
+    blocking=True,
+    description="silver/sessions: unique ids, sane durations and counts.",
+)
+def silver_sessions_contract(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource
+) -> dg.AssetCheckResult:
+    frame = read_partition(lake.table_dir("silver", "sessions"), _day(context))
+    if frame is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
+    try:
+        SilverSession.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return dg.AssetCheckResult(passed=False, metadata={"sample": _failure_sample(err)})
+    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+
+
+defs = dg.Definitions(
+    asset_checks=[
+        _kafka_manifest_check("events"),
+        _kafka_manifest_check("dlq_events"),
+        silver_events_contract,
+        silver_events_volume,
+        silver_sessions_contract,
+    ]
+)
