@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,12 @@ from shoplake.platform.postgres import LocalPostgres
 from shoplake.platform.process import free_port
 from shoplake.platform.topics import ensure_topics
 from shoplake.settings import REPO_ROOT, get_settings
+
+# The lake's first daily partition for the whole test session (read when pipeline_assets is
+# imported, which no module above does): five days ago, so the end-to-end test's days are inside
+# Kafka's 7-day retention and its first partition is the initial load of the shop database.
+E2E_D0 = datetime.now(UTC).date() - timedelta(days=5)
+os.environ["SHOPLAKE_PARTITIONS_START"] = E2E_D0.isoformat()
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 JAR_CACHE = REPO_ROOT / ".shoplake" / "cache"

@@ -6,7 +6,7 @@ import hashlib
 import json
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from confluent_kafka import Producer, TopicPartition
@@ -17,7 +17,8 @@ from pipeline_assets.lakeio import DATA_FILE, MANIFEST, partition_dir, write_par
 from shoplake.platform.topics import TopicSpec, ensure_topics
 
 pytestmark = pytest.mark.integration
-DAY = date(2026, 10, 10)
+# Recent enough that the topics' retention keeps it for the test's duration.
+DAY = datetime.now(UTC).date() - timedelta(days=2)
 
 
 def produce(bootstrap: str, topic: str, rows: list[tuple[int, dict]]) -> None:
@@ -89,6 +90,23 @@ def test_an_empty_day_is_an_empty_partition(kafka_bootstrap: str):
     assert x.frame.height == 0 and "event_id" in x.frame.columns
 
 
+def test_a_day_past_retention_with_nothing_left_fails_fast(kafka_bootstrap: str):
+    topic = fresh_topic(kafka_bootstrap, partitions=1)
+    start, _ = day_bounds_ms(DAY)
+    produce(kafka_bootstrap, topic, [(start + 1000, {"event_id": "gone"})])
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    for f in admin.delete_records([TopicPartition(topic, 0, 1)]).values():
+        f.result(timeout=30)
+    t = time.monotonic()
+    old_day = DAY - timedelta(days=40)  # older than the topic's 30-day retention
+    with pytest.raises(DayOutsideRetention, match="shoplake import"):
+        extract_day(kafka_bootstrap, topic, old_day)
+    assert time.monotonic() - t < 10
+    assert (
+        extract_day(kafka_bootstrap, topic, DAY + timedelta(days=1)).frame.height == 0
+    )  # recent: fine
+
+
 def test_a_day_kafka_no_longer_holds_fails_and_points_to_the_importer(kafka_bootstrap: str):
     topic = fresh_topic(kafka_bootstrap, partitions=1)
     start, _ = day_bounds_ms(DAY)
@@ -101,5 +119,5 @@ def test_a_day_kafka_no_longer_holds_fails_and_points_to_the_importer(kafka_boot
     with pytest.raises(DayOutsideRetention, match="shoplake import"):
         extract_day(kafka_bootstrap, topic, DAY)
     # The next day starts after the kept data: nothing was lost for it.
-    assert extract_day(kafka_bootstrap, topic, date(2026, 10, 11)).frame.height == 0
+    assert extract_day(kafka_bootstrap, topic, DAY + timedelta(days=1)).frame.height == 0
     assert datetime.fromtimestamp(start / 1000, UTC).date() == DAY

@@ -11,6 +11,17 @@
     {% endif %}
 {%- endmacro %}
 
+{# Ratios are rounded to 6 places: float sums in parallel aggregation are not bit-stable,
+   and a re-run partition must give the same rows. #}
 {% macro safe_divide(numerator, denominator) -%}
-    case when coalesce({{ denominator }}, 0) = 0 then null else cast({{ numerator }} as double precision) / {{ denominator }} end
+    case when coalesce({{ denominator }}, 0) = 0 then null else round(cast({{ numerator }} as double precision) / {{ denominator }}, 6) end
+{%- endmacro %}
+
+{# Money sums rounded to cents (same reason). #}
+{% macro money_sum(expression) -%}
+    cast(round(cast(sum({{ expression }}) as numeric(18, 4)), 2) as double precision)
+{%- endmacro %}
+
+{% macro stable_avg(expression) -%}
+    round(avg({{ expression }}), 6)
 {%- endmacro %}

@@ -82,6 +82,43 @@ def _first_timestamp(consumer: Consumer, tp: TopicPartition, timeout: float) -> 
         consumer.unassign()
 
 
+def _retention_ms(bootstrap: str, topic: str, timeout: float) -> int:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    configs = admin.describe_configs([res], request_timeout=timeout)[res].result(timeout=timeout)
+    return int(configs["retention.ms"].value)
+
+
+def _guard_retention(
+    consumer: Consumer, bootstrap: str, topic: str, partition: int, low: int, high: int,
+    day: date, start_ms: int, timeout: float,
+) -> None:  # fmt: skip
+    """Raise DayOutsideRetention when records of ``day`` may have been deleted from this partition."""
+    where = f"{topic} partition {partition}"
+    if low < high:
+        first_ts = _first_timestamp(
+            consumer, TopicPartition(topic, partition, low), min(timeout, 10)
+        )
+        if first_ts is not None and first_ts > start_ms:
+            kept = datetime.fromtimestamp(first_ts / 1000, UTC).isoformat()
+            raise DayOutsideRetention(
+                f"{where} now starts at {kept}: Kafka has removed part of {day}. "
+                "Land that history with 'shoplake import' instead."
+            )
+        return
+    # Every record ever written here is gone. Time-based retention only removes days older than
+    # retention.ms; anything else (retention -1, explicit deletes) cannot be told apart: refuse.
+    retention = _retention_ms(bootstrap, topic, timeout)
+    now_ms = int(datetime.now(UTC).timestamp() * 1000)
+    if retention < 0 or start_ms < now_ms - retention:
+        raise DayOutsideRetention(
+            f"{where} holds no records any more ({low} were removed) and {day} is outside its "
+            f"retention: Kafka no longer has that day. Land it with 'shoplake import' instead."
+        )
+
+
 def extract_day(
     bootstrap: str,
     topic: str,
@@ -115,15 +152,9 @@ def extract_day(
                 TopicPartition(topic, b.partition), timeout=timeout
             )
             if low > 0:
-                first_ts = _first_timestamp(
-                    consumer, TopicPartition(topic, b.partition, low), timeout
+                _guard_retention(
+                    consumer, bootstrap, topic, b.partition, low, high, day, start_ms, timeout
                 )
-                if first_ts is not None and first_ts > start_ms:
-                    kept = datetime.fromtimestamp(first_ts / 1000, UTC).isoformat()
-                    raise DayOutsideRetention(
-                        f"{topic} partition {b.partition} starts at {kept}: Kafka's retention has "
-                        f"removed part of {day}. Land that history with 'shoplake import' instead."
-                    )
             begin = high if b.offset in (-1, OFFSET_END) else max(b.offset, low)
             end = high if e.offset in (-1, OFFSET_END) else min(e.offset, high)
             if end > begin:

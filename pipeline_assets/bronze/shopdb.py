@@ -2,8 +2,10 @@
 
 The same SQL runs on SQLite and Postgres (timestamps are RFC 3339 text in UTC, which sort as
 text). A row lands in the partition of the day it last changed, so a status change on an old
-order shows up again on the day it happened. The first partition also takes everything before
-it (the initial load). Personal columns are pseudonymized before they reach the lake.
+order shows up again on the day it happened. A row created on a day also lands there even if it
+changed again since (the database keeps only its current state; extracted after the fact, that
+is the best record of the day there is). The first partition also takes everything created
+before its end (the initial load). Personal columns are pseudonymized before they reach the lake.
 """
 
 from __future__ import annotations
@@ -41,16 +43,17 @@ def extract_table(
 ) -> pl.DataFrame:
     """Rows of ``table`` whose updated_at falls in ``day`` (or before its end when ``initial``)."""
     cols = TABLES[table]
-    where = (
-        f"updated_at < {placeholder}"
-        if initial
-        else f"updated_at >= {placeholder} AND updated_at < {placeholder}"
-    )
-    params = (
-        (_bound(day + timedelta(days=1)),)
-        if initial
-        else (_bound(day), _bound(day + timedelta(days=1)))
-    )
+    start, end = _bound(day), _bound(day + timedelta(days=1))
+    if initial:
+        where, params = f"created_at < {placeholder}", (end,)
+    else:
+        # Changed on the day, or created on the day (a row created on D and changed again later
+        # has only its later version left: without this it would be missing from D entirely).
+        where = (
+            f"(updated_at >= {placeholder} AND updated_at < {placeholder}) "
+            f"OR (created_at >= {placeholder} AND created_at < {placeholder})"
+        )
+        params = (start, end, start, end)
     order = ", ".join(KEYS[table])
     cur = conn.cursor()
     cur.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE {where} ORDER BY {order}", params)

@@ -20,6 +20,7 @@ import contextlib
 import math
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -40,6 +41,7 @@ from shoplake.settings import Settings
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_BATCH_EVENTS = 500
 REPLAY_HEADER = "x-shoplake-replay"
+REPLAY_TIME_HEADER = "x-shoplake-replay-time"  # receive time of a replayed request (RFC 3339)
 
 
 class _Batch(msgspec.Struct):
@@ -132,6 +134,11 @@ class Collector:
         received_at = utcnow()
         wkid = key_id(write_key)
         replay = self.allow_replay and request.headers.get(REPLAY_HEADER) == "1"
+        if replay and (stamp := request.headers.get(REPLAY_TIME_HEADER)):
+            # Replayed history: rejected events are stamped with the request's original receive
+            # time (never in the future), so the DLQ lands on the same arrival day as the events.
+            with contextlib.suppress(ValueError):
+                received_at = min(datetime.fromisoformat(stamp.replace("Z", "+00:00")), received_at)
         raws = split_body(body)
         if raws is None:
             rejected = Rejected(MALFORMED_JSON, "the request body is not valid JSON", body)

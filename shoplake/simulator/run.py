@@ -76,6 +76,7 @@ def simulate(
     days = days_from(config.start, config.days)
     if book is not None:
         book.load_catalog(day_start(days[0]) - 30 * 86_400)
+        book.load_accounts(day_start(days[0]))
 
     carry: list[Record] = []
     progress = Progress(

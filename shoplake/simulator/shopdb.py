@@ -119,12 +119,28 @@ class OrderBook:
         self.population = population
         self._queue: list[_Change] = []
         self._seq = 0
-        self._customers: set[str] = set()
+        self._customers: dict[str, float] = {}  # account -> created (epoch seconds)
         self._products_loaded = False
 
     def _schedule(self, at: float, table: str, row: tuple) -> None:
         self._seq += 1
         heapq.heappush(self._queue, _Change(at, self._seq, table, row))
+
+    def load_accounts(self, first_day_start: float) -> None:
+        """Every user with an account is a customer row from sign-up (before the first visit)."""
+        rng = self.rng
+        for u in self.population.users:
+            if not u.has_account or u.user_id in self._customers:
+                continue
+            if u.joined_day < 0:
+                at = first_day_start - rng.uniform(1, 365) * 86_400
+            else:
+                at = first_day_start + u.joined_day * 86_400 + rng.uniform(0, 60)
+            self._customers[u.user_id] = at
+            ts = iso(at)
+            self._schedule(
+                at, "customers", (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
+            )
 
     def load_catalog(self, at: float) -> None:
         if self._products_loaded:
@@ -145,7 +161,7 @@ class OrderBook:
                 price = round(p.price * rng.uniform(0.8, 1.15), 2)
                 self._schedule(at, "products", (p.product_id, p.name, p.category_id, p.category_code,
                                                 p.brand, price, "USD", None, iso(at)))  # fmt: skip
-        for cid in sorted(self._customers):
+        for cid in sorted(c for c, created in self._customers.items() if created < day_start_ts):
             if rng.random() < 0.005:
                 at = day_start_ts + rng.random() * 86_400
                 user = self.population.users[int(cid[1:])]
@@ -158,7 +174,7 @@ class OrderBook:
         rng, t, u = self.rng, order.placed_at, order.user
         ts = iso(t)
         if u.user_id not in self._customers:
-            self._customers.add(u.user_id)
+            self._customers[u.user_id] = t
             self._schedule(
                 t, "customers", (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
             )

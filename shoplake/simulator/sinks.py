@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 
-from shoplake.collector.app import REPLAY_HEADER
+from shoplake.collector.app import REPLAY_HEADER, REPLAY_TIME_HEADER
 from shoplake.ingest import Accepted, Ingestor
 from shoplake.kafka_io import KafkaWriter, Message
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -101,30 +101,39 @@ class HttpSink(Sink):
         self.headers = {"X-Write-Key": write_key, "Content-Type": "application/json"}
         if replay:
             self.headers[REPLAY_HEADER] = "1"
+        self.replay = replay
         self.batch_size = batch_size
         self.max_attempts = max_attempts
         self.client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency))
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self.retries = 0
 
-    def _bodies(self, records: Sequence[Record]) -> Iterator[bytes]:
-        batch: list[bytes] = []
+    def _bodies(self, records: Sequence[Record]) -> Iterator[tuple[bytes, float]]:
+        """(body, receive time of its last record): malformed records go alone, the rest batched."""
+        batch: list[Record] = []
         for rec in records:
             if rec.alone:
-                yield rec.payload
+                yield rec.payload, rec.received
                 continue
-            batch.append(rec.payload)
+            batch.append(rec)
             if len(batch) >= self.batch_size:
-                yield b"[" + b",".join(batch) + b"]"
+                yield b"[" + b",".join(r.payload for r in batch) + b"]", batch[-1].received
                 batch = []
         if batch:
-            yield b"[" + b",".join(batch) + b"]"
+            yield b"[" + b",".join(r.payload for r in batch) + b"]", batch[-1].received
 
-    def _post(self, body: bytes) -> dict:
+    def _post(self, item: tuple[bytes, float]) -> dict:
+        body, received = item
+        headers = self.headers
+        if self.replay:
+            headers = {
+                **headers,
+                REPLAY_TIME_HEADER: datetime.fromtimestamp(received, UTC).isoformat(),
+            }
         delay = 0.2
         for attempt in range(1, self.max_attempts + 1):
             try:
-                resp = self.client.post(self.url, content=body, headers=self.headers)
+                resp = self.client.post(self.url, content=body, headers=headers)
             except httpx.TransportError as exc:
                 status, retry_after, detail = None, None, str(exc)
             else:

@@ -15,7 +15,7 @@ final as (
         count(*) filter (where event_type = 'ad_click') as n_clicks,
         {{ safe_divide("count(*) filter (where event_type = 'ad_click')", "count(*) filter (where event_type = 'ad_impression')") }} as ctr,
         count(*) filter (where is_attributed) as n_attributed_purchases,
-        coalesce(sum(attributed_revenue), 0) as attributed_revenue
+        coalesce({{ money_sum('attributed_revenue') }}, 0) as attributed_revenue
     from ad_events
     group by 1
 )

@@ -26,8 +26,8 @@ session_stats as (
         platform,
         device_type,
         count(*) as n_sessions,
-        avg(case when is_converted then 1.0 else 0.0 end) as conversion_rate,
-        sum(revenue) as revenue
+        {{ stable_avg("case when is_converted then 1.0 else 0.0 end") }} as conversion_rate,
+        {{ money_sum('revenue') }} as revenue
     from {{ ref('fct_sessions') }}
     where {{ in_partition_window('session_date') }} and not is_bot
     group by 1, 2, 3

@@ -21,7 +21,7 @@ per_user_day as (
         sum(n_page_views) as n_page_views,
         sum(n_add_to_carts) as n_add_to_carts,
         sum(n_purchases) as n_purchases,
-        sum(revenue) as revenue,
+        {{ money_sum('revenue') }} as revenue,
         count(*) filter (where n_add_to_carts > 0) as n_cart_sessions,
         count(*) filter (where n_add_to_carts > 0 and is_converted) as n_converted_cart_sessions
     from sessions

@@ -19,7 +19,7 @@ final as (
         sum(n_views) as n_views,
         sum(n_cart_adds) as n_cart_adds,
         sum(units_sold) as units_sold,
-        sum(revenue) as revenue,
+        {{ money_sum('revenue') }} as revenue,
         {{ safe_divide('sum(units_sold)', 'sum(n_views)') }} as units_per_view
     from products
     group by 1, 2

@@ -12,7 +12,7 @@ with sessions as (
 ),
 
 purchases as (
-    select event_date, count(distinct order_id) as n_orders, sum(order_total) as revenue
+    select event_date, count(distinct order_id) as n_orders, {{ money_sum('order_total') }} as revenue
     from {{ ref('fct_events') }}
     where {{ in_partition_window('event_date') }} and event_type = 'purchase' and not is_bot
     group by 1
@@ -30,9 +30,9 @@ daily as (
         count(distinct s.anonymous_id) as daily_active_visitors,
         count(distinct s.anonymous_id) filter (where f.first_seen_date = s.session_date) as new_visitors,
         count(*) as n_sessions,
-        avg(case when s.is_bounce then 1.0 else 0.0 end) as bounce_rate,
-        avg(case when s.is_converted then 1.0 else 0.0 end) as conversion_rate,
-        avg(s.duration_seconds) as avg_session_seconds
+        {{ stable_avg("case when s.is_bounce then 1.0 else 0.0 end") }} as bounce_rate,
+        {{ stable_avg("case when s.is_converted then 1.0 else 0.0 end") }} as conversion_rate,
+        {{ stable_avg("s.duration_seconds") }} as avg_session_seconds
     from sessions as s
     left join first_seen as f on f.anonymous_id = s.anonymous_id
     group by 1

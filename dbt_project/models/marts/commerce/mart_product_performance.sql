@@ -29,7 +29,7 @@ visitor_product as (
 ),
 
 bought as (
-    select event_date, product_id, anonymous_id, sum(quantity) as units, sum(line_amount) as revenue
+    select event_date, product_id, anonymous_id, sum(quantity) as units, {{ money_sum('line_amount') }} as revenue
     from items
     group by 1, 2, 3
 ),
@@ -57,7 +57,7 @@ per_product as (
         sum(n_views) as n_views,
         sum(n_cart_adds) as n_cart_adds,
         sum(units) as units_sold,
-        sum(revenue) as revenue,
+        {{ money_sum('revenue') }} as revenue,
         count(*) filter (where viewed) as n_viewers,
         count(*) filter (where viewed_and_carted) as n_viewers_who_carted,
         count(*) filter (where n_cart_adds > 0) as n_carters,

@@ -16,7 +16,7 @@ orders as (
     select
         user_id,
         count(*) as n_orders,
-        sum(order_total) as lifetime_revenue,
+        {{ money_sum('order_total') }} as lifetime_revenue,
         min(order_date) as first_order_date
     from {{ ref('stg_orders') }}
     where order_status not in ('cancelled')

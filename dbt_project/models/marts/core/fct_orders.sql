@@ -7,7 +7,7 @@ items as (
         order_id,
         count(*) as n_lines,
         sum(quantity) as n_units,
-        sum(line_amount) as items_total
+        {{ money_sum('line_amount') }} as items_total
     from {{ ref('stg_order_items') }}
     group by 1
 ),

@@ -22,7 +22,7 @@ per_user as (
         orders.user_id,
         days.as_of_date - max(orders.order_date) as recency_days,
         count(*) as frequency,
-        sum(orders.order_total) as monetary
+        {{ money_sum('orders.order_total') }} as monetary
     from days
     join orders on orders.order_date <= days.as_of_date
     group by 1, 2
