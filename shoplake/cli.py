@@ -356,6 +356,40 @@ def print_report(report, target: str) -> None:
     console.print(table)
 
 
+# -- import --------------------------------------------------------------------------------------
+@main.command("import")
+@click.argument("source", type=click.Path(exists=True, path_type=Path))
+@click.option("--mapping", required=True,
+              help="A shipped mapping (rees46, olist_orders) or the path of your own YAML mapping.")  # fmt: skip
+def import_(source: Path, mapping: str) -> None:
+    """Map a CSV/Parquet export (a file or folder) onto the contracts and land it in bronze by day.
+
+    Rows that fail the contract are kept in bronze/import_rejects with the reason.
+    """
+    from shoplake.importers.land import import_file
+    from shoplake.ingest import Ingestor
+
+    settings = get_settings()
+    try:
+        report = import_file(
+            mapping, source, settings.home / "lake", Ingestor.from_settings(settings)
+        )
+    except Exception as exc:
+        _fail(exc)
+    table = Table("what", "count", title=f"import {report.mapping} from {source}")
+    table.add_row("rows read", str(report.rows_read))
+    table.add_row("landed in bronze", str(report.landed))
+    table.add_row("skipped by the mapping", str(report.skipped))
+    for reason, n in sorted(report.rejected.items()):
+        table.add_row(f"rejected: {reason}", str(n))
+    days = sorted(report.days)
+    table.add_row("days", f"{len(days)} ({days[0]} .. {days[-1]})" if days else "0")
+    console.print(table)
+    if days:
+        console.print(f"next: materialize silver/gold for those days, e.g. SHOPLAKE_PARTITIONS_START<={days[0]} and "
+                      f"'dagster asset materialize -m pipeline_assets.definitions --select \"*\" --partition-range {days[0]}...{days[-1]}'")  # fmt: skip
+
+
 # -- collector -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default=None, help="Bind address (default SHOPLAKE_COLLECTOR_HOST).")

@@ -25,6 +25,9 @@ from shoplake.settings import REPO_ROOT, get_settings
 # imported, which no module above does): five days ago, so the end-to-end test's days are inside
 # Kafka's 7-day retention and its first partition is the initial load of the shop database.
 E2E_D0 = datetime.now(UTC).date() - timedelta(days=5)
+# Other tests that replay history into the shared shop.events use this day: inside the 7-day
+# retention (older replays make Kafka delete segments) and outside the end-to-end test's window.
+REPLAY_DAY = datetime.now(UTC).date() - timedelta(days=6)
 os.environ["SHOPLAKE_PARTITIONS_START"] = E2E_D0.isoformat()
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

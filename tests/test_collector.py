@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
-from datetime import date
 
 import httpx
 import pytest
@@ -14,7 +13,7 @@ from shoplake.ingest import DlqRecord
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import HttpSink
 from shoplake.simulator.world import Population
-from tests.conftest import RunningCollector, collector_env, start_broker
+from tests.conftest import REPLAY_DAY, RunningCollector, collector_env, start_broker
 from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
@@ -42,11 +41,16 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
     before_events = by_event_id(consume_all(kafka_bootstrap, "shop.events"))
     before_dlq = len(consume_all(kafka_bootstrap, "shop.events.dlq"))
     rates = FaultRates(
-        malformed_json=0.005, oversize=0.003, missing_field=0.005, wrong_type=0.005, duplicate=0.01
+        late=0.0,  # late arrivals would reach into the end-to-end test's days
+        malformed_json=0.005,
+        oversize=0.003,
+        missing_field=0.005,
+        wrong_type=0.005,
+        duplicate=0.01,
     )
     sink = HttpSink(collector.url, "test-key", batch_size=100, concurrency=4)
     report = simulate(
-        SimConfig(start=date(2026, 11, 1), days=1, users=800, seed=3, faults=rates),
+        SimConfig(start=REPLAY_DAY, days=1, users=800, seed=3, faults=rates),
         sink,
         None,
         show_progress=False,
@@ -62,7 +66,7 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
 
     mem = ListSink()
     simulate(
-        SimConfig(start=date(2026, 11, 1), days=1, users=800, seed=3, faults=rates),
+        SimConfig(start=REPLAY_DAY, days=1, users=800, seed=3, faults=rates),
         mem,
         None,
         show_progress=False,
@@ -90,9 +94,9 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
 
 
 def test_no_raw_personal_value_reaches_kafka(collector: RunningCollector, kafka_bootstrap: str):
-    rates = FaultRates(malformed_json=0.02, missing_field=0.02, wrong_type=0.02)
+    rates = FaultRates(malformed_json=0.02, missing_field=0.02, wrong_type=0.02, late=0.0)
     sink = HttpSink(collector.url, "test-key")
-    cfg = SimConfig(start=date(2026, 11, 2), days=1, users=300, seed=11, faults=rates)
+    cfg = SimConfig(start=REPLAY_DAY, days=1, users=300, seed=11, faults=rates)
     simulate(cfg, sink, None, show_progress=False)
     import random
 

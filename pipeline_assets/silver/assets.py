@@ -14,11 +14,34 @@ from pipeline_assets.silver.events import build_silver_events, window_days
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
 from resources import LakeResource
+from shoplake.importers.land import IMPORT_PREFIX, REJECTS_TABLE, import_table_name
+from shoplake.importers.mapping import MAPPINGS_DIR
 
 LATENESS_DAYS = int(os.environ.get("SHOPLAKE_LATENESS_DAYS", "2"))
 RECONCILIATION = "bronze_rows_reconcile"
 
 EVENTS = dg.AssetKey(["silver", "events"])
+
+# Imported history (``shoplake import``) lands in bronze/import_<mapping>; declared here so the
+# lineage shows it feeding silver beside Kafka.
+IMPORT_SPECS = [
+    dg.AssetSpec(
+        ["bronze", import_table_name(p.stem)],
+        group_name="bronze",
+        kinds={"parquet"},
+        description=f"History imported with 'shoplake import --mapping {p.stem}', by event day.",
+    )
+    for p in sorted(MAPPINGS_DIR.glob("*.yaml"))
+]
+
+
+def bronze_event_tables(lake: LakeResource) -> list:
+    """bronze/events and every bronze/import_* table present in the lake."""
+    bronze = lake.table_dir("bronze", "events").parent
+    imports = sorted(p for p in bronze.glob(f"{IMPORT_PREFIX}*") if p.name != REJECTS_TABLE)
+    return [lake.table_dir("bronze", "events"), *imports]
+
+
 QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
 
 
@@ -35,7 +58,8 @@ QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
                         allow_nonexistent_upstream_partitions=True,
                     ),
                 )
-            ],
+            ]
+            + [dg.AssetDep(spec.key) for spec in IMPORT_SPECS],
             group_name="silver",
             kinds={"parquet", "polars"},
             description="Events by event day (clock-skew corrected), validated against the contracts, "
@@ -61,14 +85,15 @@ QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
     backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
-    bronze_dir = lake.table_dir("bronze", "events")
+    tables = bronze_event_tables(lake)
     per_day: dict[str, Any] = {}
     last = None
     for day in partition_days(context):
         frames = [
-            f.with_columns(arrival_date=pl.lit(d))
+            frame.with_columns(arrival_date=pl.lit(d))
+            for table in tables
             for d in window_days(day, LATENESS_DAYS)
-            if (f := read_partitions(bronze_dir, [d])) and (f := f[0]) is not None
+            for frame in read_partitions(table, [d])
         ]
         if not frames:
             raise dg.Failure(
@@ -189,4 +214,4 @@ def _shop_silver(table: str) -> dg.AssetsDefinition:
 
 silver_shop_assets = [_shop_silver(t) for t in SHOP_TABLES]
 
-defs = dg.Definitions(assets=[silver_events, silver_sessions, *silver_shop_assets])
+defs = dg.Definitions(assets=[*IMPORT_SPECS, silver_events, silver_sessions, *silver_shop_assets])

@@ -97,7 +97,10 @@ def flag_bots(df: pl.DataFrame) -> pl.DataFrame:
     fast = (
         df.sort("anonymous_id", "event_at")
         .with_columns(gap=pl.col("event_at").diff().over("anonymous_id"))
-        .with_columns(quick=(pl.col("gap") < BOT_GAP).fill_null(False))
+        # Strictly positive: equal timestamps usually mean coarse clocks (whole seconds), not a bot.
+        .with_columns(
+            quick=((pl.col("gap") < BOT_GAP) & (pl.col("gap") > timedelta(0))).fill_null(False)
+        )
         .with_columns(run=(~pl.col("quick")).cum_sum().over("anonymous_id"))
         .group_by("anonymous_id", "run")
         .agg(clicks=pl.len())

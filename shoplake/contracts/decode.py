@@ -61,8 +61,10 @@ def _classify(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     if text.startswith("Object missing required field"):
         return MISSING_FIELD
-    if text.startswith("Expected"):
-        return WRONG_TYPE
+    if text.startswith("Expected") and ", got `" in text:
+        return (
+            WRONG_TYPE  # "Expected `int`, got `str`"; "Expected `str` of length <= 128" is a value
+        )
     return INVALID_VALUE
 
 
