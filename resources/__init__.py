@@ -32,7 +32,6 @@ class LakeResource(dg.ConfigurableResource):
 
 class KafkaResource(dg.ConfigurableResource):
     bootstrap_servers: str
-    lateness_slack_seconds: int = 600
 
 
 class ShopDBResource(dg.ConfigurableResource):

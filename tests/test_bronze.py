@@ -45,6 +45,7 @@ def test_exactly_the_records_of_the_day(kafka_bootstrap: str, tmp_path):
         "noon": start + 12 * 3_600_000,
         "last": end - 1,
         "after": end,
+        "a_day_later": end + 86_400_000,  # e.g. live traffic, before replayed history
     }
     rows = [
         (ts, {"event_id": name, "event_type": "page_view", "anonymous_id": "a"})

@@ -33,9 +33,7 @@ def _kafka_day_asset(name: str, topic: str, dlq: bool, description: str) -> dg.A
         total = nbytes = 0
         frame = None
         for day in partition_days(context):
-            extract = extract_day(
-                kafka.bootstrap_servers, topic, day, kafka.lateness_slack_seconds, dlq=dlq
-            )
+            extract = extract_day(kafka.bootstrap_servers, topic, day, dlq=dlq)
             written = write_partition(table_dir, day, extract.frame, extract.manifest)
             frame = extract.frame
             per_day[day.isoformat()] = {"rows": written.rows, "bytes": written.bytes}

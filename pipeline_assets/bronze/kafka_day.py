@@ -1,10 +1,13 @@
 """Exact extraction of one arrival day from a Kafka topic.
 
 A record belongs to day D when its Kafka timestamp (the collector's received_at) falls in D.
-``offsets_for_times`` bounds the scan per partition; because CreateTime timestamps can be slightly
-out of order across concurrent producers, the scan starts ``slack`` before D and ends ``slack``
-after it, and keeps exactly the records whose timestamp is in D. Bounded and exact as long as no
-record is more than ``slack`` out of order (10 minutes by default; the collector stamps within ms).
+
+Per partition the scan starts at ``offsets_for_times(start of D)``: Kafka answers with the earliest
+offset whose timestamp is at or after that time, so no earlier record can belong to D. The scan
+ends at the high watermark read when the extraction starts, not at ``offsets_for_times(end of D)``:
+timestamps are not monotonic (replayed history can sit after live records), so a record of D can
+follow a record of D+1. Every record in that range whose timestamp is in D is kept: exact, and
+bounded by the data since D (at most the topic's retention).
 """
 
 from __future__ import annotations
@@ -123,7 +126,6 @@ def extract_day(
     bootstrap: str,
     topic: str,
     day: date,
-    slack_seconds: int = 600,
     timeout: float = 30.0,
     dlq: bool = False,
     progress: Callable[[int], None] | None = None,
@@ -140,14 +142,9 @@ def extract_day(
         parts = sorted(md.partitions)
         ranges: dict[int, tuple[int, int]] = {}
         begins = consumer.offsets_for_times(
-            [TopicPartition(topic, p, start_ms - slack_seconds * 1000) for p in parts],
-            timeout=timeout,
+            [TopicPartition(topic, p, start_ms) for p in parts], timeout=timeout
         )
-        ends = consumer.offsets_for_times(
-            [TopicPartition(topic, p, end_ms + slack_seconds * 1000) for p in parts],
-            timeout=timeout,
-        )
-        for b, e in zip(begins, ends, strict=True):
+        for b in begins:
             low, high = consumer.get_watermark_offsets(
                 TopicPartition(topic, b.partition), timeout=timeout
             )
@@ -156,9 +153,8 @@ def extract_day(
                     consumer, bootstrap, topic, b.partition, low, high, day, start_ms, timeout
                 )
             begin = high if b.offset in (-1, OFFSET_END) else max(b.offset, low)
-            end = high if e.offset in (-1, OFFSET_END) else min(e.offset, high)
-            if end > begin:
-                ranges[b.partition] = (begin, end)
+            if high > begin:
+                ranges[b.partition] = (begin, high)
 
         cols: dict[str, list] = {k: [] for k in (DLQ_SCHEMA if dlq else BRONZE_SCHEMA)}
         stats: dict[int, dict[str, int]] = {}
@@ -227,7 +223,6 @@ def extract_day(
         "date": day.isoformat(),
         "partitions": {str(p): stats[p] for p in sorted(stats)},
         "scan": {str(p): {"from": b, "to": e} for p, (b, e) in sorted(ranges.items())},
-        "slack_seconds": slack_seconds,
         "event_id_checksum": hashlib.sha256("\n".join(ids).encode()).hexdigest(),
     }
     return DayExtract(frame, manifest)

@@ -29,6 +29,7 @@ IMPORT_SPECS = [
         ["bronze", import_table_name(p.stem)],
         group_name="bronze",
         kinds={"parquet"},
+        partitions_def=daily_partitions,
         description=f"History imported with 'shoplake import --mapping {p.stem}', by event day.",
     )
     for p in sorted(MAPPINGS_DIR.glob("*.yaml"))

@@ -1,0 +1,192 @@
+"""Batch layer cost for one daily partition, vs one hand-written DuckDB query, same input, same run.
+
+    .venv/bin/python -m bench.batch [--events 1000000]
+
+1. Simulates one day (faults on) straight into a throw-away Kafka broker (through the ingest path).
+2. Materializes bronze -> silver -> gold for that day with Dagster (in process), timing each step.
+3. Peer: one DuckDB query over the same bronze Parquet that decodes the JSON, deduplicates by
+   event_id, sessionizes (30-minute inactivity) and computes the daily metrics of mart_daily_kpis.
+4. Dagster overhead per asset: the step's wall time minus the same plain function run directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+DAY = datetime.now(UTC).date() - timedelta(days=2)
+os.environ["SHOPLAKE_PARTITIONS_START"] = (DAY - timedelta(days=1)).isoformat()
+
+import dagster as dg  # noqa: E402
+import duckdb  # noqa: E402
+import polars as pl  # noqa: E402
+
+from pipeline_assets.bronze.kafka_day import extract_day  # noqa: E402
+from pipeline_assets.definitions import defs  # noqa: E402
+from pipeline_assets.lakeio import read_partitions, write_partition  # noqa: E402
+from pipeline_assets.silver.events import build_silver_events, window_days  # noqa: E402
+from pipeline_assets.silver.sessions import sessionize  # noqa: E402
+from resources import resources_for  # noqa: E402
+from shoplake.ingest import Ingestor  # noqa: E402
+from shoplake.settings import get_settings  # noqa: E402
+from shoplake.simulator import FaultRates, SimConfig, simulate  # noqa: E402
+from shoplake.simulator.shopdb import ShopDB  # noqa: E402
+from shoplake.simulator.sinks import KafkaSink  # noqa: E402
+from tests.conftest import start_broker  # noqa: E402
+
+PEER_SQL = """
+with raw as (
+    select json_extract_string(value, '$.event_id') as event_id,
+           json_extract_string(value, '$.event_type') as event_type,
+           json_extract_string(value, '$.anonymous_id') as anonymous_id,
+           cast(json_extract(value, '$.total') as double) as total,
+           cast(json_extract_string(value, '$.received_at') as timestamptz)
+             - (cast(json_extract_string(value, '$.sent_at') as timestamptz)
+                - cast(json_extract_string(value, '$.occurred_at') as timestamptz)) as event_at,
+           kafka_timestamp, kafka_partition, kafka_offset
+    from read_parquet('{bronze}')
+),
+dedup as (
+    select * from raw
+    qualify row_number() over (partition by event_id order by kafka_timestamp, kafka_partition, kafka_offset) = 1
+),
+day as (select * from dedup where cast(event_at as date) = '{day}'),
+gaps as (
+    select *, case when lag(event_at) over (partition by anonymous_id order by event_at, event_id) is null
+                     or event_at - lag(event_at) over (partition by anonymous_id order by event_at, event_id) > interval 30 minute
+                   then 1 else 0 end as new_session
+    from day
+),
+numbered as (select *, sum(new_session) over (partition by anonymous_id order by event_at, event_id) as session_no from gaps),
+sessions as (
+    select anonymous_id, session_no, count(*) as n_events,
+           count(*) filter (where event_type = 'purchase') as n_purchases
+    from numbered group by 1, 2
+)
+select
+    (select count(distinct anonymous_id) from day) as daily_active_visitors,
+    (select count(*) from sessions) as n_sessions,
+    (select avg(case when n_events = 1 then 1.0 else 0.0 end) from sessions) as bounce_rate,
+    (select avg(case when n_purchases > 0 then 1.0 else 0.0 end) from sessions) as conversion_rate,
+    (select sum(total) from day where event_type = 'purchase') as revenue
+"""
+
+
+def step_times(result: dg.ExecuteInProcessResult) -> dict[str, float]:
+    starts, out = {}, {}
+    for ev in result.all_events:
+        if ev.event_type_value == "STEP_START":
+            starts[ev.step_key] = ev.timestamp
+        elif ev.event_type_value == "STEP_SUCCESS":
+            out[ev.step_key] = ev.timestamp - starts[ev.step_key]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--events", type=int, default=1_000_000, help="approximate events in the day")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="shoplake-batch-"))
+    broker = start_broker(tmp / "kafka")
+    try:
+        settings = get_settings(
+            {"SHOPLAKE_HOME": str(tmp / "home"), "SHOPLAKE_KAFKA_BOOTSTRAP": broker.bootstrap}
+        )
+        users = max(1000, int(args.events / (0.35 * 9.3)))
+        t = time.perf_counter()
+        sink = KafkaSink(Ingestor.from_settings(settings), broker.bootstrap)
+        report = simulate(SimConfig(start=DAY, days=1, users=users, faults=FaultRates()), sink,
+                          ShopDB(None, settings.shopdb_sqlite_path), show_progress=False)  # fmt: skip
+        print(
+            f"simulated {report.records:,} events for {DAY} into Kafka in {time.perf_counter() - t:.0f}s"
+        )
+
+        resources = resources_for(settings)
+        lake_assets = [
+            a
+            for a in defs.assets
+            if isinstance(a, dg.AssetsDefinition) and a.partitions_def is not None
+        ]
+        first = dg.materialize([a for a in lake_assets if any(k.path[0] == "bronze" for k in a.keys)],
+                               partition_key=(DAY - timedelta(days=1)).isoformat(), resources=resources)  # fmt: skip
+        assert first.success
+        t = time.perf_counter()
+        result = dg.materialize(lake_assets, partition_key=DAY.isoformat(), resources=resources)
+        total = time.perf_counter() - t
+        assert result.success
+        steps = step_times(result)
+
+        lake = settings.home / "lake"
+        bronze_glob = f"{lake}/bronze/events/date=*/part-0.parquet"
+        con = duckdb.connect()
+        t = time.perf_counter()
+        peer = con.sql(PEER_SQL.format(bronze=bronze_glob, day=DAY.isoformat())).fetchall()[0]
+        peer_s = time.perf_counter() - t
+        wh = duckdb.connect(str(settings.home / "warehouse.duckdb"), read_only=True)
+        kpi = wh.sql(
+            f"select daily_active_visitors, n_sessions, revenue from gold.mart_daily_kpis where kpi_date = '{DAY}'"
+        ).fetchall()[0]
+        wh.close()
+
+        # The same bodies (same reads and writes), without Dagster, for the overhead figure.
+        scratch = tmp / "bare"
+        t = time.perf_counter()
+        x = extract_day(broker.bootstrap, "shop.events", DAY)
+        write_partition(scratch / "bronze", DAY, x.frame, x.manifest)
+        bare_bronze = time.perf_counter() - t
+        t = time.perf_counter()
+        window = [d for d in window_days(DAY, 2)]
+        frames = [
+            f.with_columns(arrival_date=pl.lit(d))
+            for d in window
+            for f in read_partitions(lake / "bronze/events", [d])
+        ]
+        silver = build_silver_events(pl.concat(frames), DAY)
+        write_partition(scratch / "silver", DAY, silver.events, silver.stats)
+        write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
+        bare_silver = time.perf_counter() - t
+        t = time.perf_counter()
+        around = read_partitions(
+            lake / "silver/events", [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]
+        )
+        write_partition(
+            scratch / "sessions",
+            DAY,
+            sessionize(pl.concat(around, how="diagonal_relaxed"), DAY),
+            {},
+        )
+        bare_sessions = time.perf_counter() - t
+
+        silver_gold = sum(v for k, v in steps.items() if not k.startswith("bronze"))
+        print(f"bronze -> gold, one partition, Dagster in process: {total:8.1f} s wall")
+        for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:8]:
+            print(f"    {k:40s} {v:7.2f} s")
+        print(f"silver + gold steps (same input as the peer):      {silver_gold:8.1f} s")
+        print(f"peer: one DuckDB query from the same bronze:       {peer_s:8.1f} s")
+        print(f"ratio pipeline (silver+gold) / peer:               {silver_gold / peer_s:8.1f} x")
+        print(f"ratio pipeline (bronze->gold, all steps) / peer:   {total / peer_s:8.1f} x")
+        print(
+            f"peer says DAV={peer[0]} sessions={peer[1]} revenue={peer[4]:.2f}; mart says DAV={kpi[0]} sessions={kpi[1]} revenue={kpi[2]:.2f}"
+        )
+        print(
+            "(the mart excludes bot sessions and keeps sessions that start on the day; the peer counts all)"
+        )
+        over = {
+            "bronze__events": steps.get("bronze__events", 0) - bare_bronze,
+            "silver_events": steps.get("silver_events", 0) - bare_silver,
+            "silver__sessions": steps.get("silver__sessions", 0) - bare_sessions,
+        }
+        for k, v in over.items():
+            print(f"Dagster overhead {k:20s} {v:6.2f} s (step wall minus bare body)")
+    finally:
+        broker.stop()
+
+
+if __name__ == "__main__":
+    main()
