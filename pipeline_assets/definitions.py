@@ -7,6 +7,7 @@ import dagster as dg
 from pipeline_assets import checks, jobs
 from pipeline_assets.bronze import assets as bronze
 from pipeline_assets.gold import dbt as gold
+from pipeline_assets.ops import jobs as ops
 from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
 from resources import resources_for
@@ -18,5 +19,6 @@ defs = dg.Definitions.merge(
     gold.defs,
     checks.defs,
     jobs.defs,
+    ops.defs,
     dg.Definitions(resources=resources_for()),
 )

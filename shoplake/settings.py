@@ -37,6 +37,7 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_DATASETS": None,  # default: <repo>/../shared/datasets
     "SHOPLAKE_PARTITIONS_START": "2026-01-01",  # first daily partition (it also loads all history)
     "SHOPLAKE_LATENESS_DAYS": "2",
+    "SHOPLAKE_DLQ_ALERT_THRESHOLD": "100",  # DLQ growth between sensor checks that alerts
     "SHOPLAKE_DAGSTER_PG_URL": None,  # ci/prod: Dagster's own storage (infra/dagster/dagster.postgres.yaml)  # how many arrival days after an event day silver re-reads
 }
 

@@ -162,6 +162,24 @@ def test_making_a_field_required_is_not(purchase_schema):
     assert incompatibilities(purchase_schema, new) == ["user_id: field became required"]
 
 
+def test_relaxing_a_length_limit_is_compatible_but_tightening_is_not(purchase_schema):
+    relaxed = copy.deepcopy(purchase_schema)
+    relaxed["$defs"]["Context"]["properties"]["ip"]["anyOf"][0]["maxLength"] = 200
+    assert incompatibilities(purchase_schema, relaxed) == []
+    tightened = copy.deepcopy(purchase_schema)
+    tightened["$defs"]["Context"]["properties"]["ip"]["anyOf"][0]["maxLength"] = 10
+    assert incompatibilities(purchase_schema, tightened) == ["context.ip: length limit tightened"]
+
+
+def test_pseudonymized_events_still_satisfy_their_contract():
+    from shoplake.contracts import encode_event
+    from shoplake.pii import Pseudonymizer
+
+    doc = base("login", traits={"email": "a@b.co", "phone": "+1 555 010 2030"})
+    pseudo = Pseudonymizer(b"k", "k1").apply(decode_event(json.dumps(doc)))
+    assert decode_event(encode_event(pseudo)).context.ip.startswith("h:")
+
+
 def test_nested_changes_are_seen(purchase_schema):
     new = copy.deepcopy(purchase_schema)
     del new["$defs"]["Context"]["properties"]["ip"]

@@ -21,9 +21,11 @@ Money = Annotated[float, Meta(ge=0, le=10_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=10_000)]
 SchemaVersion = Annotated[str, Meta(pattern=r"^\d+\.\d+$", description="MAJOR.MINOR")]
 
+# Long enough for the raw value and for its pseudonym ("h:" + 64 hex), so a pseudonymized event
+# still satisfies its contract (DLQ replays, re-validation downstream).
 Email = Annotated[str, Meta(max_length=320, extra_json_schema={"x-pii": "email"})]
-Phone = Annotated[str, Meta(max_length=40, extra_json_schema={"x-pii": "phone"})]
-IpAddress = Annotated[str, Meta(max_length=64, extra_json_schema={"x-pii": "ip"})]
+Phone = Annotated[str, Meta(max_length=80, extra_json_schema={"x-pii": "phone"})]
+IpAddress = Annotated[str, Meta(max_length=80, extra_json_schema={"x-pii": "ip"})]
 
 Platform = Literal["web", "ios", "android"]
 DeviceType = Literal["desktop", "mobile", "tablet"]

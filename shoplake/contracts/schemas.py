@@ -59,11 +59,18 @@ def _types(schema: dict[str, Any], node: dict[str, Any]) -> Any:
     node = _resolve(schema, node)
     if "anyOf" in node:
         return sorted(json.dumps(_types(schema, n), sort_keys=True) for n in node["anyOf"])
-    keep = {
-        k: v
-        for k, v in node.items()
-        if k not in ("description", "title", "default", "properties", "required", "$defs")
-    }
+    # Length limits are compared apart (relaxing one is compatible, tightening is not).
+    ignored = (
+        "description",
+        "title",
+        "default",
+        "properties",
+        "required",
+        "$defs",
+        "maxLength",
+        "minLength",
+    )
+    keep = {k: v for k, v in node.items() if k not in ignored}
     if "properties" in node:
         keep["object"] = {
             name: _types(schema, prop) for name, prop in sorted(node["properties"].items())
@@ -72,6 +79,16 @@ def _types(schema: dict[str, Any], node: dict[str, Any]) -> Any:
     if "items" in node:
         keep["items"] = _types(schema, node["items"])
     return keep
+
+
+def _lengths(schema: dict[str, Any], node: dict[str, Any]) -> tuple[int, float]:
+    """(minLength, maxLength) of a string property (through $ref / nullable anyOf)."""
+    node = _resolve(schema, node)
+    for member in node.get("anyOf", [node]):
+        member = _resolve(schema, member)
+        if member.get("type") == "string":
+            return member.get("minLength", 0), member.get("maxLength", float("inf"))
+    return 0, float("inf")
 
 
 def incompatibilities(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
@@ -99,6 +116,10 @@ def incompatibilities(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 walk(o_obj, n_obj, f"{path}{name}.")
             elif _types(old, o_prop) != _types(new, n_prop):
                 problems.append(f"{path}{name}: type changed")
+            else:
+                (o_min, o_max), (n_min, n_max) = _lengths(old, o_prop), _lengths(new, n_prop)
+                if n_max < o_max or n_min > o_min:
+                    problems.append(f"{path}{name}: length limit tightened")
 
     walk(_resolve(old, old), _resolve(new, new), "")
     return problems
