@@ -19,7 +19,6 @@ from resources import LakeResource
 BRONZE_MANIFEST = "matches_manifest"
 SILVER_CONTRACT = "pandera_contract"
 SILVER_VOLUME = "volume_day_over_day"
-SESSIONS_CONTRACT = "pandera_contract"
 VOLUME_DROP_WARN = 0.5
 
 
@@ -70,27 +69,42 @@ def _kafka_manifest_check(name: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-@dg.asset_check(
-    asset=dg.AssetKey(["silver", "events"]),
-    name=SILVER_CONTRACT,
-    partitions_def=daily_partitions,
-    blocking=True,
-    description="silver/events satisfies the SilverEvent Pandera model; gold is not built on bad silver.",
+def _pandera_check(
+    table: str, model: type[pa.DataFrameModel], description: str
+) -> dg.AssetChecksDefinition:
+    """A blocking check that the stored partition of silver/<table> satisfies ``model``."""
+
+    @dg.asset_check(
+        asset=dg.AssetKey(["silver", table]),
+        name=SILVER_CONTRACT,
+        partitions_def=daily_partitions,
+        blocking=True,
+        description=description,
+    )
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        frame = read_partition(lake.table_dir("silver", table), _day(context))
+        if frame is None:
+            return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
+        try:
+            model.validate(frame, lazy=True)
+        except pa.errors.SchemaErrors as err:
+            return dg.AssetCheckResult(
+                passed=False,
+                metadata={"failures": len(err.failure_cases), "sample": _failure_sample(err)},
+            )
+        return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+
+    return _check
+
+
+silver_events_contract = _pandera_check(
+    "events",
+    SilverEvent,
+    "silver/events satisfies the SilverEvent Pandera model; gold is not built on bad silver.",
 )
-def silver_events_contract(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource
-) -> dg.AssetCheckResult:
-    frame = read_partition(lake.table_dir("silver", "events"), _day(context))
-    if frame is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
-    try:
-        SilverEvent.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        return dg.AssetCheckResult(
-            passed=False,
-            metadata={"failures": len(err.failure_cases), "sample": _failure_sample(err)},
-        )
-    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+silver_sessions_contract = _pandera_check(
+    "sessions", SilverSession, "silver/sessions: unique ids, sane durations and counts."
+)
 
 
 @dg.asset_check(
@@ -118,26 +132,6 @@ def silver_events_volume(
             "ratio": round(ratio, 3),
         },
     )
-
-
-@dg.asset_check(
-    asset=dg.AssetKey(["silver", "sessions"]),
-    name=SESSIONS_CONTRACT,
-    partitions_def=daily_partitions,
-    blocking=True,
-    description="silver/sessions: unique ids, sane durations and counts.",
-)
-def silver_sessions_contract(
-    context: dg.AssetCheckExecutionContext, lake: LakeResource
-) -> dg.AssetCheckResult:
-    frame = read_partition(lake.table_dir("silver", "sessions"), _day(context))
-    if frame is None:
-        return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
-    try:
-        SilverSession.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as err:
-        return dg.AssetCheckResult(passed=False, metadata={"sample": _failure_sample(err)})
-    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
 
 
 defs = dg.Definitions(
