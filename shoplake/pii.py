@@ -123,13 +123,17 @@ class Pseudonymizer:
         return changes
 
     # -- rejected payloads ---------------------------------------------------------------------
-    _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+    # Matches may only start where a run of such characters starts, and parts are bounded, so a
+    # long run without "@" (an oversize payload) is scanned once, not once per position.
+    _EMAIL = re.compile(
+        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,24}"
+    )
     _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
     # IPv6 candidates (with or without "::"), confirmed by the ipaddress module before replacing.
     _IPV6 = re.compile(
         r"(?<![0-9A-Za-z:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])"
     )
-    _PHONE = re.compile(r"\+\d[\d ().-]{6,}\d")
+    _PHONE = re.compile(r"(?<![\d+])\+\d[\d ().-]{6,30}\d")
     _KEYS = {"ip": "ip", "email": "email", "phone": "phone"}
 
     def scrub_text(self, text: str) -> str:

@@ -65,3 +65,15 @@ def test_scrub_raw_handles_structured_and_broken_payloads():
     for ip6 in ("2001:db8:417e:9559::96f8", "fe80::1", "2001:0db8:0000:0000:0000:ff00:0042:8329"):
         assert ip6 not in P.scrub_text(f'"ip": "{ip6}", "at": "10:00:00"')
     assert "10:00:00" in P.scrub_text('"at": "10:00:00"')
+
+
+def test_scrubbing_is_linear_on_long_runs():
+    import time
+
+    blob = json.dumps(
+        {"debug_blob": "x" * 40_000, "more": "a" * 40_000 + "@", "digits": "+1" + "2" * 40_000}
+    )
+    t = time.perf_counter()
+    P.scrub_raw(blob.encode())
+    assert time.perf_counter() - t < 0.5
+    assert "ana@example.com" not in P.scrub_text("mail ana@example.com now")
