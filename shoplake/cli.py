@@ -360,7 +360,7 @@ def print_report(report, target: str) -> None:
 @main.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
 @click.option("--mapping", required=True,
-              help="A shipped mapping (rees46, olist_orders) or the path of your own YAML mapping.")  # fmt: skip
+              help="A shipped mapping (rees46, olist) or the path of your own YAML mapping.")  # fmt: skip
 def import_(source: Path, mapping: str) -> None:
     """Map a CSV/Parquet export (a file or folder) onto the contracts and land it in bronze by day.
 

@@ -33,7 +33,7 @@ def home(tmp_path_factory, kafka_bootstrap):
     ingestor = Ingestor(Pseudonymizer(b"test-pii-key", "k1"))
     reports = {
         m: import_file(m, src, home / "lake", ingestor)
-        for m, src in (("rees46", REES46), ("olist_orders", OLIST))
+        for m, src in (("rees46", REES46), ("olist", OLIST))
     }
     return home, reports, kafka_bootstrap
 
@@ -87,9 +87,9 @@ def test_rees46_clickstream(home):
         assert kpi == (purchases, pytest.approx(revenue))
 
 
-def test_olist_orders(home):
+def test_olist(home):
     home, reports, bootstrap = home
-    report = reports["olist_orders"]
+    report = reports["olist"]
     assert report.rejected == {
         "invalid_value": 8
     }  # orders without any item: kept in import_rejects
