@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
@@ -224,3 +225,22 @@ def test_rematerializing_a_partition_is_idempotent_and_leaves_neighbours_alone(l
         assert changed == [] and after.keys() == before.keys()
     # bronze and silver event files (data + manifest) are among what was compared
     assert sum("/events/date=" in k for k in before[D2]) >= 4
+
+
+def test_dbt_docs_generate_works_on_the_built_warehouse(lake, tmp_path):
+    import subprocess
+
+    from pipeline_assets.gold.dbt import DBT_DIR, DBT_EXECUTABLE
+
+    home = lake["home"]
+    env = {**os.environ, "SHOPLAKE_WAREHOUSE": str(home / "warehouse.duckdb")}
+    proc = subprocess.run(
+        [DBT_EXECUTABLE, "docs", "generate", "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
+         "--target-path", str(tmp_path), "--vars", json.dumps({"lake_root": str(home / "lake"),
+         "min_date": D2.isoformat(), "max_date": D2.isoformat()})],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    catalog = json.loads((tmp_path / "catalog.json").read_text())
+    assert "model.shoplake.fct_events" in catalog["nodes"]
+    assert (tmp_path / "index.html").exists()
