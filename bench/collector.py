@@ -31,21 +31,12 @@ from confluent_kafka import Producer
 
 from shoplake.kafka_io import producer_config
 from shoplake.simulator import FaultRates, SimConfig, simulate
-from shoplake.simulator.sinks import Sink
+from shoplake.simulator.sinks import MemorySink
 from tests.conftest import RunningCollector, collector_env, start_broker
 
 
-class _Collect(Sink):
-    def __init__(self):
-        super().__init__()
-        self.payloads: list[bytes] = []
-
-    def write(self, records):
-        self.payloads.extend(r.payload for r in records)
-
-
 def payloads(n: int) -> list[bytes]:
-    sink = _Collect()
+    sink = MemorySink()
     days = 1
     while len(sink.payloads) < n:
         sink.payloads.clear()

@@ -15,16 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shoplake.contracts import decode_event
 from shoplake.simulator import FaultRates, SimConfig, simulate
-from shoplake.simulator.sinks import Sink
-
-
-class _Collect(Sink):
-    def __init__(self):
-        super().__init__()
-        self.payloads: list[bytes] = []
-
-    def write(self, records):
-        self.payloads.extend(r.payload for r in records)
+from shoplake.simulator.sinks import MemorySink
 
 
 # The same contract in pydantic v2 (strict, like msgspec), for the comparison only.
@@ -152,7 +143,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--events", type=int, default=100_000)
     args = ap.parse_args()
-    sink = _Collect()
+    sink = MemorySink()
     users = max(200, args.events // 5)
     simulate(
         SimConfig(start=date(2026, 11, 1), days=1, users=users, faults=FaultRates.none()),

@@ -26,6 +26,14 @@ def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
     return dg.TableSchema(columns=cols)
 
 
+def partition_metadata(per_day: dict[str, int], frame: pl.DataFrame | None) -> dict:
+    """Row counts (total and per partition) and the column schema of the last frame written."""
+    metadata: dict = {"dagster/row_count": sum(per_day.values()), "partitions": per_day}
+    if frame is not None:
+        metadata["dagster/column_schema"] = column_schema(frame)
+    return metadata
+
+
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:
     """The days this run materializes (one, or a range under a single-run backfill)."""
     return [date.fromisoformat(k) for k in context.partition_keys]

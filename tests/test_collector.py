@@ -62,9 +62,9 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
     # Every accepted event is there exactly once; a duplicate event_id sent twice is there twice.
     sent_valid_ids = Counter()
     # Re-run the same seeded simulation into memory to know exactly what was sent.
-    from tests.test_simulator import ListSink
+    from shoplake.simulator.sinks import MemorySink
 
-    mem = ListSink()
+    mem = MemorySink()
     simulate(
         SimConfig(start=REPLAY_DAY, days=1, users=800, seed=3, faults=rates),
         mem,

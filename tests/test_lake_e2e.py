@@ -19,9 +19,8 @@ from resources import resources_for
 from shoplake.settings import get_settings
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.shopdb import ShopDB
-from shoplake.simulator.sinks import HttpSink
+from shoplake.simulator.sinks import HttpSink, MemorySink
 from tests.conftest import E2E_D0, RunningCollector
-from tests.test_simulator import ListSink
 
 pytestmark = pytest.mark.integration
 
@@ -79,7 +78,7 @@ def lake(
 
 def sim_truth() -> list[dict]:
     """What the simulator sent (same seed), as documents with a Python-computed event day."""
-    sink = ListSink()
+    sink = MemorySink()
     simulate(CONFIG, sink, None, show_progress=False)
     docs = []
     for rec in sink.records:

@@ -14,22 +14,13 @@ from shoplake.pii import Pseudonymizer
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.faults import EXPECTED_REASON
 from shoplake.simulator.shopdb import TABLES, ShopDB
-from shoplake.simulator.sinks import FilesSink, Sink
+from shoplake.simulator.sinks import FilesSink, MemorySink, Sink
 
 START = date(2026, 10, 5)
 
 
-class ListSink(Sink):
-    def __init__(self):
-        super().__init__()
-        self.records = []
-
-    def write(self, records):
-        self.records.extend(records)
-
-
 def run(tmp_path: Path | None = None, **kw):
-    sink = ListSink()
+    sink = MemorySink()
     db = ShopDB(None, tmp_path / "shop.sqlite") if tmp_path else None
     report = simulate(
         SimConfig(**{"start": START, "days": 2, "users": 600, **kw}), sink, db, show_progress=False
@@ -152,11 +143,11 @@ def test_rerun_on_the_same_db_is_idempotent(tmp_path: Path):
 
 @pytest.mark.integration
 def test_postgres_shop_db_matches_sqlite(tmp_path: Path, fresh_pg_db: str):
-    sink = ListSink()
+    sink = MemorySink()
     cfg = SimConfig(start=START, days=2, users=500)
     simulate(cfg, sink, ShopDB(None, tmp_path / "s.sqlite"), show_progress=False)
     pg = ShopDB(fresh_pg_db)
-    simulate(cfg, ListSink(), pg, show_progress=False)
+    simulate(cfg, MemorySink(), pg, show_progress=False)
     lite = sqlite3.connect(tmp_path / "s.sqlite")
     for table in TABLES:
         cur = pg.conn.cursor()

@@ -8,7 +8,7 @@ from pipeline_assets.bronze.kafka_day import extract_day
 from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table
 from pipeline_assets.lakeio import write_partition
 from pipeline_assets.partitions import daily_partitions
-from pipeline_assets.policies import IO_RETRY, column_schema, partition_days
+from pipeline_assets.policies import IO_RETRY, column_schema, partition_days, partition_metadata
 from pipeline_assets.sources.kafka_topics import topic_key
 from resources import KafkaResource, LakeResource, PIIResource, ShopDBResource
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -98,13 +98,7 @@ def _shop_table_asset(table: str) -> dg.AssetsDefinition:
                 per_day[day.isoformat()] = written.rows
         finally:
             conn.close()
-        metadata: dict[str, Any] = {
-            "dagster/row_count": sum(per_day.values()),
-            "partitions": per_day,
-        }
-        if frame is not None:
-            metadata["dagster/column_schema"] = column_schema(frame)
-        return dg.MaterializeResult(metadata=metadata)
+        return dg.MaterializeResult(metadata=partition_metadata(per_day, frame))
 
     return _asset
 

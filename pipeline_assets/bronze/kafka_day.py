@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -128,7 +127,6 @@ def extract_day(
     day: date,
     timeout: float = 30.0,
     dlq: bool = False,
-    progress: Callable[[int], None] | None = None,
 ) -> DayExtract:
     """Every record of ``topic`` whose timestamp falls in ``day``, sorted by (partition, offset)."""
     start_ms, end_ms = day_bounds_ms(day)
@@ -204,8 +202,6 @@ def extract_day(
                     s["first_offset"] = min(s["first_offset"], off)
                     s["last_offset"] = max(s["last_offset"], off)
                     s["rows"] += 1
-                if progress and batch:
-                    progress(len(batch))
     finally:
         consumer.close()
 

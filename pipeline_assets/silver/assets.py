@@ -1,6 +1,7 @@
 """Silver: clean, typed, deduplicated data by event day."""
 
 import os
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
@@ -9,7 +10,7 @@ import polars as pl
 from pipeline_assets.bronze.shopdb import SHOP_TABLES
 from pipeline_assets.lakeio import read_partitions, write_partition
 from pipeline_assets.partitions import daily_partitions
-from pipeline_assets.policies import column_schema, partition_days
+from pipeline_assets.policies import column_schema, partition_days, partition_metadata
 from pipeline_assets.silver.events import build_silver_events, window_days
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
@@ -158,8 +159,6 @@ def silver_sessions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     per_day: dict[str, int] = {}
     frame = None
     for day in partition_days(context):
-        from datetime import timedelta
-
         window = read_partitions(
             events_dir, [day - timedelta(days=1), day, day + timedelta(days=1)]
         )
@@ -168,13 +167,7 @@ def silver_sessions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
         frame = sessionize(pl.concat(window, how="diagonal_relaxed"), day)
         write_partition(lake.table_dir("silver", "sessions"), day, frame, {"date": day.isoformat()})
         per_day[day.isoformat()] = frame.height
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(per_day.values()),
-            "partitions": per_day,
-            "dagster/column_schema": column_schema(frame) if frame is not None else None,
-        }
-    )
+    return dg.MaterializeResult(metadata=partition_metadata(per_day, frame))
 
 
 def _shop_silver(table: str) -> dg.AssetsDefinition:
@@ -202,13 +195,7 @@ def _shop_silver(table: str) -> dg.AssetsDefinition:
             frame = scd2(hist, table) if history else current_state(hist, table)
             write_partition(lake.table_dir("silver", table), day, frame, {"date": day.isoformat()})
             per_day[day.isoformat()] = frame.height
-        return dg.MaterializeResult(
-            metadata={
-                "dagster/row_count": sum(per_day.values()),
-                "partitions": per_day,
-                "dagster/column_schema": column_schema(frame) if frame is not None else None,
-            }
-        )
+        return dg.MaterializeResult(metadata=partition_metadata(per_day, frame))
 
     return _asset
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import random
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -245,14 +245,11 @@ class OrderBook:
                 row = (*row[:-2], row[-1], row[-1])
             due.setdefault(ch.table, []).append(row)
             n += 1
-        for table in TABLES:  # parents before children, each table in time order
-            self._upsert_in_order(table, due.get(table, []))
+        # Parents before children; rows in time order, so the last change of a key wins.
+        for table in TABLES:
+            self.db.upsert(table, due.get(table, []))
         self.db.commit()
         return n
-
-    def _upsert_in_order(self, table: str, rows: Iterable[tuple]) -> None:
-        # executemany applies rows in order, so the last change of a key wins.
-        self.db.upsert(table, list(rows))
 
     @property
     def pending(self) -> int:

@@ -36,6 +36,21 @@ class Sink:
         pass
 
 
+class MemorySink(Sink):
+    """Keeps the records in memory (tests and benchmarks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[Record] = []
+
+    def write(self, records: Sequence[Record]) -> None:
+        self.records.extend(records)
+
+    @property
+    def payloads(self) -> list[bytes]:
+        return [r.payload for r in self.records]
+
+
 class FilesSink(Sink):
     """``<out>/date=YYYY-MM-DD/events.jsonl`` by arrival day, one payload per line as sent."""
 
