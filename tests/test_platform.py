@@ -59,3 +59,13 @@ def test_postgres_start_is_idempotent(pg_dsn: str, tmp_path_factory):
     pg = LocalPostgres(home=tmp_path_factory.getbasetemp() / "pg0")
     assert pg.dsn == pg_dsn
     assert pg.start().startswith("Postgres already running")
+
+
+def test_storage_formats_with_a_cluster_id_that_starts_with_a_dash(
+    kafka_broker: LocalKafka, tmp_path
+):
+    broker = LocalKafka(
+        home=tmp_path, port=free_port(), controller_port=free_port(), cache=kafka_broker.cache
+    )
+    broker._format(broker._write_config(), cluster_id="-AbCdEfGhIjKlMnOpQrStUw")
+    assert "cluster.id=-AbCdEfGhIjKlMnOpQrStUw" in (broker.data / "meta.properties").read_text()

@@ -195,12 +195,16 @@ class LocalKafka:
             *args,
         ]
 
-    def _format(self, config: Path) -> None:
+    def _format(self, config: Path, cluster_id: str | None = None) -> None:
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = cluster_id or base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # "--cluster-id=<id>" in one argument: about one id in 64 starts with "-", which the
+        # tool's argument parser would otherwise take for an option.
         proc = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)
+            ),
             capture_output=True,
             text=True,
         )
