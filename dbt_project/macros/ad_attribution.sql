@@ -39,3 +39,10 @@
             on a.event_type = 'ad_click' and l.anonymous_id = a.anonymous_id and l.clicked_at = a.event_at
     )
 {%- endmacro %}
+
+{# Impressions, clicks and CTR over ad_events (a grouped select). #}
+{% macro ad_counts() -%}
+        count(*) filter (where event_type = 'ad_impression') as n_impressions,
+        count(*) filter (where event_type = 'ad_click') as n_clicks,
+        {{ safe_divide("count(*) filter (where event_type = 'ad_click')", "count(*) filter (where event_type = 'ad_impression')") }} as ctr
+{%- endmacro %}

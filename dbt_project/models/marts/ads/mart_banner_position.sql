@@ -12,9 +12,7 @@ final as (
     select
         event_date as ctr_date,
         banner_position,
-        count(*) filter (where event_type = 'ad_impression') as n_impressions,
-        count(*) filter (where event_type = 'ad_click') as n_clicks,
-        {{ safe_divide("count(*) filter (where event_type = 'ad_click')", "count(*) filter (where event_type = 'ad_impression')") }} as ctr,
+        {{ ad_counts() }},
         count(*) filter (where is_attributed) as n_attributed_purchases,
         coalesce({{ money_sum('attributed_revenue') }}, 0) as attributed_revenue
     from ad_events

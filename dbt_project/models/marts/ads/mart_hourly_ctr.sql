@@ -12,9 +12,7 @@ final as (
     select
         event_date as ctr_date,
         event_hour as ctr_hour,
-        count(*) filter (where event_type = 'ad_impression') as n_impressions,
-        count(*) filter (where event_type = 'ad_click') as n_clicks,
-        {{ safe_divide("count(*) filter (where event_type = 'ad_click')", "count(*) filter (where event_type = 'ad_impression')") }} as ctr
+        {{ ad_counts() }}
     from ad_events
     group by 1, 2
 )
