@@ -57,9 +57,30 @@ class ShopDBResource(dg.ConfigurableResource):
 
 
 class WarehouseResource(dg.ConfigurableResource):
-    """The DuckDB warehouse dbt builds the marts in."""
+    """Where dbt builds the marts: the DuckDB file, or Postgres when ``dsn`` is set."""
 
-    path: str
+    path: str = ""
+    dsn: str | None = None
+
+    @property
+    def target(self) -> str:
+        return "postgres" if self.dsn else "duckdb"
+
+    def dbt_env(self) -> dict[str, str]:
+        """The variables dbt_project/profiles.yml reads for this warehouse."""
+        if not self.dsn:
+            return {"SHOPLAKE_DBT_TARGET": "duckdb", "SHOPLAKE_WAREHOUSE": self.path}
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(self.dsn)
+        return {
+            "SHOPLAKE_DBT_TARGET": "postgres",
+            "SHOPLAKE_PG_HOST": str(info.get("host", "127.0.0.1")),
+            "SHOPLAKE_PG_PORT": str(info.get("port", 5432)),
+            "SHOPLAKE_PG_USER": str(info.get("user", "postgres")),
+            "SHOPLAKE_PG_PASSWORD": str(info.get("password", "")),
+            "SHOPLAKE_PG_DB": str(info.get("dbname", "postgres")),
+        }
 
 
 class PIIResource(dg.ConfigurableResource):
@@ -82,7 +103,7 @@ def _local(s: Settings) -> dict[str, Any]:
         "lake": LakeResource(root=str(s.home / "lake")),
         "kafka": KafkaResource(bootstrap_servers=s.bootstrap_servers),
         "shopdb": ShopDBResource(dsn=s.pg_dsn, sqlite_path=str(s.shopdb_sqlite_path)),
-        "warehouse": WarehouseResource(path=str(s.home / "warehouse.duckdb")),
+        "warehouse": WarehouseResource(path=str(s.home / "warehouse.duckdb"), dsn=s.warehouse_dsn),
         "pii": PIIResource(key=s.pii_key.decode(), key_id=s.pii_key_id),
     }
 
@@ -92,6 +113,10 @@ def _prod(s: Settings) -> dict[str, Any]:
         **_local(s),
         "shopdb": ShopDBResource(dsn=dg.EnvVar("SHOPLAKE_PG_DSN"), sqlite_path=""),
         "pii": PIIResource(key=dg.EnvVar("SHOPLAKE_PII_KEY"), key_id=s.pii_key_id),
+        "warehouse": WarehouseResource(
+            path=str(s.home / "warehouse.duckdb"),
+            dsn=dg.EnvVar("SHOPLAKE_WAREHOUSE_DSN") if s.warehouse_dsn else None,
+        ),
     }
 
 

@@ -36,9 +36,10 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_DELIVERY_TIMEOUT_MS": "10000",
     "SHOPLAKE_DATASETS": None,  # default: <repo>/../shared/datasets
     "SHOPLAKE_PARTITIONS_START": "2026-01-01",  # first daily partition (it also loads all history)
-    "SHOPLAKE_LATENESS_DAYS": "2",
+    "SHOPLAKE_LATENESS_DAYS": "2",  # how many arrival days after an event day silver re-reads
     "SHOPLAKE_DLQ_ALERT_THRESHOLD": "100",  # DLQ growth between sensor checks that alerts
-    "SHOPLAKE_DAGSTER_PG_URL": None,  # ci/prod: Dagster's own storage (infra/dagster/dagster.postgres.yaml)  # how many arrival days after an event day silver re-reads
+    "SHOPLAKE_DAGSTER_PG_URL": None,  # ci/prod: Dagster's own storage (infra/dagster/dagster.postgres.yaml)
+    "SHOPLAKE_WAREHOUSE_DSN": None,  # set: dbt builds the marts in this Postgres (dbt-postgres)
 }
 
 
@@ -64,6 +65,7 @@ class Settings:
     rate_burst: int
     delivery_timeout_ms: int
     datasets: Path
+    warehouse_dsn: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -137,4 +139,5 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         rate_burst=int(_get("SHOPLAKE_RATE_BURST", env) or 4000),
         delivery_timeout_ms=int(_get("SHOPLAKE_DELIVERY_TIMEOUT_MS", env) or 10000),
         datasets=Path(datasets),
+        warehouse_dsn=_get("SHOPLAKE_WAREHOUSE_DSN", env),
     )

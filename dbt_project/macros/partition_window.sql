@@ -14,7 +14,7 @@
 {# Ratios are rounded to 6 places: float sums in parallel aggregation are not bit-stable,
    and a re-run partition must give the same rows. #}
 {% macro safe_divide(numerator, denominator) -%}
-    case when coalesce({{ denominator }}, 0) = 0 then null else round(cast({{ numerator }} as double precision) / {{ denominator }}, 6) end
+    case when coalesce({{ denominator }}, 0) = 0 then null else {{ round_float('cast(' ~ numerator ~ ' as double precision) / ' ~ denominator, 6) }} end
 {%- endmacro %}
 
 {# Money sums rounded to cents (same reason). #}
@@ -23,5 +23,18 @@
 {%- endmacro %}
 
 {% macro stable_avg(expression) -%}
-    round(avg({{ expression }}), 6)
+    {{ round_float('avg(' ~ expression ~ ')', 6) }}
+{%- endmacro %}
+
+{# round(double, n): DuckDB has it; Postgres only rounds numeric. #}
+{% macro round_float(expression, places) -%}
+    {{ return(adapter.dispatch('round_float')(expression, places)) }}
+{%- endmacro %}
+
+{% macro default__round_float(expression, places) -%}
+    round({{ expression }}, {{ places }})
+{%- endmacro %}
+
+{% macro postgres__round_float(expression, places) -%}
+    cast(round(cast({{ expression }} as numeric), {{ places }}) as double precision)
 {%- endmacro %}

@@ -11,7 +11,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from pipeline_assets.gold.pg_load import load_silver
 from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.policies import partition_days
 from resources import LakeResource, WarehouseResource
 from shoplake.settings import REPO_ROOT
 
@@ -76,7 +78,12 @@ def shoplake_dbt_models(
     lake: LakeResource,
     warehouse: WarehouseResource,
 ):
-    os.environ["SHOPLAKE_WAREHOUSE"] = warehouse.path  # read by dbt_project/profiles.yml
+    os.environ.update(warehouse.dbt_env())  # read by dbt_project/profiles.yml
+    if warehouse.dsn:
+        loaded = load_silver(warehouse.dsn, lake.root, partition_days(context))
+        context.log.info(
+            "loaded silver into Postgres: " + ", ".join(f"{t.table}={t.rows}" for t in loaded)
+        )
     args = ["build", "--vars", json.dumps(dbt_vars(context, lake))]
     yield from dbt.cli(args, context=context).stream()
 
