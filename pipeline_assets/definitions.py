@@ -8,6 +8,7 @@ from pipeline_assets import checks, jobs
 from pipeline_assets.bronze import assets as bronze
 from pipeline_assets.gold import dbt as gold
 from pipeline_assets.ops import jobs as ops
+from pipeline_assets.ops import notify
 from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
 from resources import resources_for
@@ -20,5 +21,6 @@ defs = dg.Definitions.merge(
     checks.defs,
     jobs.defs,
     ops.defs,
+    notify.defs,
     dg.Definitions(resources=resources_for()),
 )

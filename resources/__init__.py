@@ -12,6 +12,7 @@ from typing import Any
 
 import dagster as dg
 
+from shoplake.notify import Notification, Notifier
 from shoplake.pii import Pseudonymizer
 from shoplake.settings import Settings, get_settings
 
@@ -91,6 +92,20 @@ class PIIResource(dg.ConfigurableResource):
         return Pseudonymizer(self.key.encode(), self.key_id)
 
 
+class NotifierResource(dg.ConfigurableResource):
+    """Slack (when a webhook is set) plus the local notification log under SHOPLAKE_HOME."""
+
+    home: str
+    webhook_url: str | None = None
+    dagster_url: str = "http://127.0.0.1:3000"
+
+    def notifier(self) -> Notifier:
+        return Notifier(self.webhook_url, self.home)
+
+    def send(self, note: Notification) -> bool:
+        return self.notifier().send(note)
+
+
 def _dbt() -> Any:
     from pipeline_assets.gold.dbt import dbt_cli
 
@@ -105,6 +120,9 @@ def _local(s: Settings) -> dict[str, Any]:
         "shopdb": ShopDBResource(dsn=s.pg_dsn, sqlite_path=str(s.shopdb_sqlite_path)),
         "warehouse": WarehouseResource(path=str(s.home / "warehouse.duckdb"), dsn=s.warehouse_dsn),
         "pii": PIIResource(key=s.pii_key.decode(), key_id=s.pii_key_id),
+        "notifier": NotifierResource(
+            home=str(s.home), webhook_url=s.slack_webhook_url, dagster_url=s.dagster_url
+        ),
     }
 
 
@@ -116,6 +134,11 @@ def _prod(s: Settings) -> dict[str, Any]:
         "warehouse": WarehouseResource(
             path=str(s.home / "warehouse.duckdb"),
             dsn=dg.EnvVar("SHOPLAKE_WAREHOUSE_DSN") if s.warehouse_dsn else None,
+        ),
+        "notifier": NotifierResource(
+            home=str(s.home),
+            webhook_url=dg.EnvVar("SHOPLAKE_SLACK_WEBHOOK_URL") if s.slack_webhook_url else None,
+            dagster_url=s.dagster_url,
         ),
     }
 

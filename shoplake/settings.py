@@ -40,6 +40,8 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_DLQ_ALERT_THRESHOLD": "100",  # DLQ growth between sensor checks that alerts
     "SHOPLAKE_DAGSTER_PG_URL": None,  # ci/prod: Dagster's own storage (infra/dagster/dagster.postgres.yaml)
     "SHOPLAKE_WAREHOUSE_DSN": None,  # set: dbt builds the marts in this Postgres (dbt-postgres)
+    "SHOPLAKE_SLACK_WEBHOOK_URL": None,  # Slack incoming webhook; unset: notifications go to the log
+    "SHOPLAKE_DAGSTER_URL": "http://127.0.0.1:3000",  # links in notifications
 }
 
 
@@ -66,6 +68,8 @@ class Settings:
     delivery_timeout_ms: int
     datasets: Path
     warehouse_dsn: str | None = None
+    slack_webhook_url: str | None = None
+    dagster_url: str = "http://127.0.0.1:3000"
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -140,4 +144,6 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         delivery_timeout_ms=int(_get("SHOPLAKE_DELIVERY_TIMEOUT_MS", env) or 10000),
         datasets=Path(datasets),
         warehouse_dsn=_get("SHOPLAKE_WAREHOUSE_DSN", env),
+        slack_webhook_url=_get("SHOPLAKE_SLACK_WEBHOOK_URL", env),
+        dagster_url=_get("SHOPLAKE_DAGSTER_URL", env) or "http://127.0.0.1:3000",
     )
