@@ -30,6 +30,7 @@ demo: setup
 	$(BIN)/shoplake demo
 
 test: setup
+	@bash infra/system-deps.sh --test
 	$(BIN)/shoplake kafka install
 	$(BIN)/shoplake postgres install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

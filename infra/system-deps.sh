@@ -2,6 +2,10 @@
 # Installs the system tools shoplake runs on when they are missing: Java 17+ and Maven
 # (for the Kafka broker resolved from Maven Central). PostgreSQL is installed on demand
 # by `shoplake postgres install`. Needs root (or sudo) only when something is missing.
+#
+#   infra/system-deps.sh          what `make demo` needs
+#   infra/system-deps.sh --test   also what `make test` checks with: promtool and amtool
+#                                 (Debian's prometheus, prometheus-alertmanager)
 set -euo pipefail
 
 need=()
@@ -13,6 +17,10 @@ java_ok() {
 }
 java_ok || need+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need+=(maven)
+if [ "${1:-}" = "--test" ]; then
+  command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+  command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 
 class CollectorMetrics:
@@ -45,3 +45,4 @@ class CollectorMetrics:
         self.kafka_up = Gauge(
             "shoplake_collector_kafka_up", "1 if the last health check reached Kafka", registry=r
         )
+        ProcessCollector(registry=r)  # process_cpu_seconds_total, process_resident_memory_bytes
