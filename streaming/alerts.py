@@ -1,0 +1,199 @@
+"""Anomaly alerts.
+
+Per visitor (stage 1, in the visitor's shard):
+- ``bot_click_cadence``: at least 5 events in a row, each less than 100 ms after the previous
+  (silver's bot rule), once per visitor and day;
+- ``large_purchase``: an order above 5x the visitor's average order value so far (it needs a
+  prior order), once per order.
+
+Per window (after the merge, on the ``all`` slice):
+- ``traffic_spike``: a minute with more than 3x the events of the minute before (+200 %);
+- ``error_rate``: a minute where rejected / (accepted + rejected) is above 1 %;
+- ``revenue_drop``: 5 minutes with less than half the revenue of the 5 minutes before.
+Each window rule needs a minimum baseline, so quiet windows do not alert.
+
+An alert's id hashes its rule and subject (visitor and day, order, or window), so a condition
+alerts once even when a window is re-emitted or the stream is replayed.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable
+
+import msgspec
+from bytewax.operators import StatefulBatchLogic
+
+from streaming.config import AlertRules, StreamConfig
+from streaming.events import LiveEvent, from_ms
+from streaming.rows import Alert, WindowMetrics, alert_id
+from streaming.windows import WINDOW_1M, ShardLogic, TumblingWindower
+
+DAY_MS = 86_400_000
+
+
+def evidence(**values) -> str:
+    return msgspec.json.encode(values, order="sorted").decode()
+
+
+def next_run(run: list[int] | None, event_ms: int, bot_gap_ms: int) -> list[int]:
+    """``[previous event ms, events in the current quick run]`` after one more event (silver's
+    rule: a gap counts when 0 < gap < bot_gap; equal stamps are coarse clocks, not bots)."""
+    if run is None:
+        return [event_ms, 1]
+    gap = event_ms - run[0]
+    return [event_ms, run[1] + 1 if 0 < gap < bot_gap_ms else 1]
+
+
+def bot_alert(e: LiveEvent, clicks: int, bot_gap_ms: int) -> Alert:
+    return Alert(
+        alert_id=alert_id("bot_click_cadence", e.anonymous_id, e.event_ms // DAY_MS),
+        rule="bot_click_cadence", severity="warning",
+        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)), subject=e.anonymous_id,
+        evidence=evidence(clicks=clicks, max_gap_ms=bot_gap_ms, event_id=e.event_id,
+                          event_at=e.event_at.isoformat(), bot_user_agent=e.is_bot_ua),
+    )  # fmt: skip
+
+
+def large_purchase_alert(e: LiveEvent, orders: int, cents: int, rules: AlertRules) -> Alert | None:
+    """An alert if this purchase is above factor x the average of the visitor's prior orders."""
+    average = cents / orders
+    if (
+        orders < rules.big_purchase_min_orders
+        or e.revenue_cents <= rules.big_purchase_factor * average
+    ):
+        return None
+    return Alert(
+        alert_id=alert_id("large_purchase", e.anonymous_id, e.order_id or e.event_id),
+        rule="large_purchase", severity="warning",
+        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)), subject=e.anonymous_id,
+        evidence=evidence(order_id=e.order_id, order_total=e.revenue_cents / 100,
+                          average_order_value=round(average / 100, 2), prior_orders=orders,
+                          factor=rules.big_purchase_factor),
+    )  # fmt: skip
+
+
+def window_alerts(cur: WindowMetrics, prev: WindowMetrics | None, rules: AlertRules) -> list[Alert]:
+    """The window rules for one ``all``-slice window, given the window before it (if any)."""
+    r = rules
+    found: list[tuple[str, str, str]] = []
+    if cur.window_size == "1m":
+        if (
+            prev is not None
+            and prev.events >= r.spike_min_events
+            and cur.events > r.spike_ratio * prev.events
+        ):
+            found.append(("traffic_spike", "warning", evidence(
+                events=cur.events, previous_events=prev.events,
+                ratio=round(cur.events / prev.events, 3), threshold=r.spike_ratio)))  # fmt: skip
+        total = cur.events + cur.rejected
+        if total >= r.error_min_total and cur.rejected > r.error_rate * total:
+            found.append(("error_rate", "critical", evidence(
+                rejected=cur.rejected, events=cur.events, error_rate=round(cur.rejected / total, 6),
+                threshold=r.error_rate)))  # fmt: skip
+    elif (
+        cur.window_size == "5m"
+        and prev is not None
+        and prev.purchases >= r.drop_min_purchases
+        and cur.revenue < r.drop_ratio * prev.revenue
+    ):
+        found.append(("revenue_drop", "critical", evidence(
+            revenue=cur.revenue, previous_revenue=prev.revenue, purchases=cur.purchases,
+            previous_purchases=prev.purchases, threshold=r.drop_ratio)))  # fmt: skip
+    subject = f"{cur.window_size}:all"
+    return [
+        Alert(alert_id=alert_id(rule, subject, cur.window_start.isoformat()), rule=rule,
+              severity=severity, window_start=cur.window_start, subject=subject, evidence=ev)
+        for rule, severity, ev in found
+    ]  # fmt: skip
+
+
+class VisitorAlertsLogic(ShardLogic):
+    """Stage 1: per-visitor click runs and order values, with eviction."""
+
+    def __init__(self, config: StreamConfig, resume: bytes | None):
+        super().__init__(config, resume)
+        self.rules = config.rules
+        self.bot_gap_ms = int(config.rules.bot_gap.total_seconds() * 1000)
+        self.idle_ms = int(config.session_gap.total_seconds() * 1000)
+        self.ttl_ms = int(config.visitor_ttl.total_seconds() * 1000)
+
+    def initial_state(self) -> dict:
+        # runs: visitor -> [previous event ms, run length]; buyers: visitor -> [orders, cents, last ms]
+        return {"runs": {}, "buyers": {}, "fired": {}, "swept": None, "swept_day": None}
+
+    def on_event(self, e: LiveEvent, wm: int) -> list:
+        out = []
+        s = self.s
+        run = s["runs"][e.anonymous_id] = next_run(
+            s["runs"].get(e.anonymous_id), e.event_ms, self.bot_gap_ms
+        )
+        if run[1] >= self.rules.bot_min_clicks:
+            alert = bot_alert(e, run[1], self.bot_gap_ms)
+            if alert.alert_id not in s["fired"]:
+                s["fired"][alert.alert_id] = e.event_ms // DAY_MS
+                out.append(alert)
+        if e.event_type == "purchase":
+            buyer = s["buyers"].get(e.anonymous_id)
+            if buyer is None:
+                s["buyers"][e.anonymous_id] = [1, e.revenue_cents, e.event_ms]
+            else:
+                alert = large_purchase_alert(e, buyer[0], buyer[1], self.rules)
+                if alert is not None:
+                    out.append(alert)
+                buyer[0] += 1
+                buyer[1] += e.revenue_cents
+                buyer[2] = max(buyer[2], e.event_ms)
+        return out
+
+    def flush(self, wm: int) -> list:
+        s = self.s
+        minute = WINDOW_1M.index(wm)
+        if s["swept"] is None or minute > s["swept"]:
+            s["swept"] = minute
+            horizon = wm - self.idle_ms
+            s["runs"] = {v: r for v, r in s["runs"].items() if r[0] >= horizon}
+        day = wm // DAY_MS
+        if s["swept_day"] is None or day > s["swept_day"]:
+            s["swept_day"] = day
+            s["fired"] = {a: d for a, d in s["fired"].items() if d >= day - 2}
+            s["buyers"] = {v: b for v, b in s["buyers"].items() if b[2] >= wm - self.ttl_ms}
+        return []
+
+
+class WindowAlertsLogic(StatefulBatchLogic):
+    """Stage 3, one key per window length: compares each window with the one before."""
+
+    def __init__(self, windower: TumblingWindower, rules: AlertRules, resume: bytes | None):
+        self.windower = windower
+        self.rules = rules
+        self.s = pickle.loads(resume) if resume is not None else {"windows": {}, "fired": set()}
+
+    def on_batch(self, values: list[WindowMetrics]) -> tuple[Iterable, bool]:
+        out = []
+        length = self.windower.length_ms
+        windows = self.s["windows"]
+        for row in values:
+            start = int(row.window_start.timestamp() * 1000)
+            windows[start] = row
+            for t in (start, start + length):  # a corrected window changes its successor's baseline
+                if t in windows:
+                    out.extend(self._judge(windows[t], windows.get(t - length)))
+        if windows:
+            horizon = max(windows) - 10 * length
+            for t in [t for t in windows if t < horizon]:
+                del windows[t]
+            self.s["fired"] = {a for a in self.s["fired"] if a[1] >= horizon}
+        return out, StatefulBatchLogic.RETAIN
+
+    def _judge(self, cur: WindowMetrics, prev: WindowMetrics | None) -> list[Alert]:
+        out = []
+        start_ms = int(cur.window_start.timestamp() * 1000)
+        for alert in window_alerts(cur, prev, self.rules):
+            if (alert.alert_id, start_ms) not in self.s["fired"]:
+                self.s["fired"].add((alert.alert_id, start_ms))
+                out.append(alert)
+        return out
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.s, protocol=pickle.HIGHEST_PROTOCOL)

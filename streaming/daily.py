@@ -1,0 +1,138 @@
+"""Daily totals by event day, for reconciliation with batch gold.
+
+Events count in their event day when they arrive at most ``daily_lateness_days`` days after it
+(the arrival day minus the event day, in whole UTC days, as silver's ``late_beyond_window``);
+later ones are counted in ``late_events`` with window size ``1d``. Each shard sends additive
+deltas (unique visitors and orders are exact: shards hold disjoint visitors); the merge step
+upserts a day's running totals every ``daily_emit_interval`` and at EOF.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from bytewax.operators import StatefulBatchLogic
+
+from streaming import prom
+from streaming.config import StreamConfig
+from streaming.events import LiveEvent
+from streaming.rows import DailyTotals
+from streaming.windows import LATE_HORIZON_MS, WINDOW_1M, Delta, Late, ShardLogic
+
+DAY_MS = 86_400_000
+# Delta positions: events, bot events, purchases, bot purchases, revenue cents, bot revenue cents,
+# new visitors, new orders.
+N_DAILY = 8
+
+
+class DailyTotalsLogic(ShardLogic):
+    """Stage 1: per-shard counts of each event day; deltas leave once a minute of watermark."""
+
+    def initial_state(self) -> dict:
+        # days: day -> {"visitors": set, "orders": set}; pending: day -> delta list; flushed: minute
+        return {"days": {}, "pending": {}, "flushed": None}
+
+    def on_event(self, event: LiveEvent, wm: int) -> list:
+        day = event.event_ms // DAY_MS
+        if day < event.received_ms // DAY_MS - self.config.daily_lateness_days:
+            if day * DAY_MS < wm - LATE_HORIZON_MS:
+                prom.DROPPED.labels("late_beyond_horizon").inc()
+                return []
+            c = 1 if event.event_type == "purchase" else 0
+            prom.LATE_EVENTS.labels("1d").inc()
+            return [Late("1d", day * DAY_MS, (1, c, event.revenue_cents, 0))]
+        s = self.s
+        known = s["days"].get(day)
+        if known is None:
+            known = s["days"][day] = {"visitors": set(), "orders": set()}
+        d = s["pending"].get(day)
+        if d is None:
+            d = s["pending"][day] = [0] * N_DAILY
+        bot = event.is_bot_ua
+        d[0] += 1
+        d[1] += bot
+        if event.event_type == "purchase":
+            d[2] += 1
+            d[3] += bot
+            d[4] += event.revenue_cents
+            d[5] += event.revenue_cents if bot else 0
+            if event.order_id is not None and event.order_id not in known["orders"]:
+                known["orders"].add(event.order_id)
+                d[7] += 1
+        if event.anonymous_id not in known["visitors"]:
+            known["visitors"].add(event.anonymous_id)
+            d[6] += 1
+        return []
+
+    def flush(self, wm: int) -> list:
+        s = self.s
+        minute = WINDOW_1M.index(wm)
+        if s["flushed"] is not None and minute <= s["flushed"]:
+            return []
+        s["flushed"] = minute
+        # Forget days no event may still count in (one day of slack for out-of-order arrivals).
+        oldest = wm // DAY_MS - self.config.daily_lateness_days - 1
+        for day in [d for d in s["days"] if d < oldest]:
+            del s["days"][day]
+        return self.close_all()
+
+    def close_all(self) -> list:
+        out = [Delta(day, tuple(v)) for day, v in sorted(self.s["pending"].items())]
+        self.s["pending"] = {}
+        return out
+
+
+def day_key(day: int) -> str:
+    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+
+
+class DailyMergeLogic(StatefulBatchLogic):
+    """Stage 2, one key per event day: adds the shards' deltas, upserts the running totals."""
+
+    def __init__(self, config: StreamConfig, resume: bytes | None):
+        self.interval = config.daily_emit_interval.total_seconds()
+        self.s = (
+            pickle.loads(resume) if resume is not None else {"day": None, "totals": [0] * N_DAILY}
+        )
+        # Resumed totals may never have been upserted before the crash: upsert them again.
+        self.dirty = resume is not None
+        self.next_emit = time.time() + self.interval
+
+    def on_batch(self, values: list) -> tuple[Iterable, bool]:
+        totals = self.s["totals"]
+        for delta in values:
+            self.s["day"] = delta.key
+            for i, v in enumerate(delta.values):
+                totals[i] += v
+        self.dirty = True
+        return [], StatefulBatchLogic.RETAIN
+
+    def row(self) -> DailyTotals:
+        t = self.s["totals"]
+        return DailyTotals(
+            event_date=date(1970, 1, 1) + timedelta(days=self.s["day"]),
+            events=t[0], bot_events=t[1], purchases=t[2], orders=t[7], revenue=t[4] / 100,
+            bot_revenue=t[5] / 100, unique_visitors=t[6],
+        )  # fmt: skip
+
+    def _emit(self) -> list:
+        self.next_emit = time.time() + self.interval
+        if not self.dirty:
+            return []
+        self.dirty = False
+        return [self.row()]
+
+    def notify_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.next_emit, UTC) if self.dirty else None
+
+    def on_notify(self) -> tuple[Iterable, bool]:
+        return self._emit(), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable, bool]:
+        return self._emit(), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.s, protocol=pickle.HIGHEST_PROTOCOL)

@@ -1,0 +1,189 @@
+"""Live sessions: 30-minute inactivity sessions per visitor, emitted when they close.
+
+A shard keeps its visitors' open sessions in a dict. An event joins a session when it is at most
+``session_gap`` from it (either side; a late event can bridge two sessions, which then merge); a
+session closes once ``last event + gap`` is behind the shard's watermark, and its state is freed,
+so memory follows the visitors active in the last half hour. Sessions therefore close by event
+time, and all close at EOF.
+
+Active sessions at a minute's end are the sessions with an event in the half hour up to it;
+they are counted when the watermark passes the minute and summed over shards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streaming import prom
+from streaming.config import StreamConfig
+from streaming.events import LiveEvent, from_ms
+from streaming.rows import ActiveSessions, Session, session_id
+from streaming.windows import WINDOW_1M, Partial, ShardLogic, TumblingWindower, window_bounds
+
+_COUNTED = {"page_view": "pv", "product_view": "prv", "add_to_cart": "atc",
+            "begin_checkout": "chk", "purchase": "pur"}  # fmt: skip
+
+
+@dataclass(slots=True)
+class OpenSession:
+    anonymous_id: str
+    first_ms: int
+    first_id: str
+    last_ms: int
+    platform: str
+    device_type: str
+    n: int = 0
+    pv: int = 0
+    prv: int = 0
+    atc: int = 0
+    chk: int = 0
+    pur: int = 0
+    cents: int = 0
+    bot_ua: bool = False
+    prev_ms: int = 0  # previous event in arrival order, for the click-cadence run
+    run: int = 0
+    max_run: int = 0
+
+    def add(self, e: LiveEvent, bot_gap_ms: int) -> None:
+        if (e.event_ms, e.event_id) < (self.first_ms, self.first_id):
+            self.first_ms, self.first_id = e.event_ms, e.event_id
+            self.platform, self.device_type = e.platform, e.device_type
+        if e.event_ms > self.last_ms:
+            self.last_ms = e.event_ms
+        self.n += 1
+        field = _COUNTED.get(e.event_type)
+        if field is not None:
+            setattr(self, field, getattr(self, field) + 1)
+            if field == "pur":
+                self.cents += e.revenue_cents
+        self.bot_ua |= e.is_bot_ua
+        gap = e.event_ms - self.prev_ms
+        self.run = self.run + 1 if self.n > 1 and 0 < gap < bot_gap_ms else 1
+        self.max_run = max(self.max_run, self.run)
+        self.prev_ms = e.event_ms
+
+    def absorb(self, other: OpenSession) -> None:
+        """Merge a session that a late event bridged to this one."""
+        if (other.first_ms, other.first_id) < (self.first_ms, self.first_id):
+            self.first_ms, self.first_id = other.first_ms, other.first_id
+            self.platform, self.device_type = other.platform, other.device_type
+        self.last_ms = max(self.last_ms, other.last_ms)
+        for f in ("n", "pv", "prv", "atc", "chk", "pur", "cents"):
+            setattr(self, f, getattr(self, f) + getattr(other, f))
+        self.bot_ua |= other.bot_ua
+        self.max_run = max(self.max_run, other.max_run)
+
+
+def new_session(e: LiveEvent) -> OpenSession:
+    return OpenSession(
+        e.anonymous_id, e.event_ms, e.event_id, e.event_ms, e.platform, e.device_type
+    )
+
+
+def session_row(s: OpenSession, bot_min_clicks: int) -> Session:
+    started, ended = from_ms(s.first_ms), from_ms(s.last_ms)
+    return Session(
+        session_id=session_id(s.anonymous_id, s.first_id), session_date=started.date(),
+        anonymous_id=s.anonymous_id, started_at=started, ended_at=ended,
+        duration_seconds=(s.last_ms - s.first_ms) / 1000, n_events=s.n, n_page_views=s.pv,
+        n_product_views=s.prv, n_add_to_carts=s.atc, n_checkouts=s.chk, n_purchases=s.pur,
+        is_converted=s.pur > 0, revenue=s.cents / 100, platform=s.platform,
+        device_type=s.device_type, is_bot=s.bot_ua or s.max_run >= bot_min_clicks,
+    )  # fmt: skip
+
+
+class SessionsLogic(ShardLogic):
+    """Stage 1: open sessions of a shard's visitors; closed sessions leave as rows."""
+
+    mark_every: TumblingWindower = WINDOW_1M
+
+    def __init__(self, config: StreamConfig, resume: bytes | None):
+        super().__init__(config, resume)
+        self.gap_ms = int(config.session_gap.total_seconds() * 1000)
+        self.bot_gap_ms = int(config.rules.bot_gap.total_seconds() * 1000)
+        self.bot_min_clicks = config.rules.bot_min_clicks
+
+    def initial_state(self) -> dict:
+        return {"open": {}, "swept": None}
+
+    def on_advance(self, old_wm: int, new_wm: int) -> list:
+        """Count active sessions at each minute end the watermark passes (before this item)."""
+        step = WINDOW_1M.length_ms
+        first = WINDOW_1M.start_ms(old_wm) + step
+        if first > new_wm or not self.s["open"]:
+            return []
+        sessions = [s for lst in self.s["open"].values() for s in lst]
+        last = min(new_wm, max(s.last_ms for s in sessions) + self.gap_ms)
+        out = []
+        for end in range(first, last + 1, step):
+            n = sum(1 for s in sessions if s.first_ms <= end and s.last_ms > end - self.gap_ms)
+            if n:
+                out.append(Partial(end - step, n))
+        return out
+
+    def on_event(self, e: LiveEvent, wm: int) -> list:
+        out = []
+        sessions = self.s["open"].get(e.anonymous_id)
+        if sessions is None:
+            self.s["open"][e.anonymous_id] = [self._start(e)]
+            return out
+        keep = []
+        joined: OpenSession | None = None
+        for s in sessions:
+            if s.last_ms + self.gap_ms < wm:  # closed by the watermark already
+                out.append(session_row(s, self.bot_min_clicks))
+            elif e.event_ms - s.last_ms <= self.gap_ms and s.first_ms - e.event_ms <= self.gap_ms:
+                if joined is None:
+                    joined = s
+                    keep.append(s)
+                else:
+                    joined.absorb(s)
+            else:
+                keep.append(s)
+        if joined is None:
+            keep.append(self._start(e))
+        else:
+            joined.add(e, self.bot_gap_ms)
+        self.s["open"][e.anonymous_id] = keep
+        return out
+
+    def _start(self, e: LiveEvent) -> OpenSession:
+        s = new_session(e)
+        s.add(e, self.bot_gap_ms)
+        return s
+
+    def flush(self, wm: int) -> list:
+        """Free closed sessions once per minute of watermark (closing itself is exact per event)."""
+        minute = WINDOW_1M.index(wm)
+        if self.s["swept"] is not None and minute <= self.s["swept"]:
+            return []
+        self.s["swept"] = minute
+        out = []
+        still: dict[str, list[OpenSession]] = {}
+        for anon, sessions in self.s["open"].items():
+            keep = []
+            for s in sessions:
+                if s.last_ms + self.gap_ms < wm:
+                    out.append(session_row(s, self.bot_min_clicks))
+                else:
+                    keep.append(s)
+            if keep:
+                still[anon] = keep
+        self.s["open"] = still
+        prom.set_open_sessions(self.s["shard"], sum(len(v) for v in still.values()))
+        return out
+
+    def close_all(self) -> list:
+        out = [session_row(s, self.bot_min_clicks) for v in self.s["open"].values() for s in v]
+        self.s["open"] = {}
+        prom.set_open_sessions(self.s["shard"] or "", 0)
+        return out
+
+
+def merge_counts(acc: int | None, value: int) -> int:
+    return value if acc is None else acc + value
+
+
+def finish_active(start_ms: int, total: int) -> list[ActiveSessions]:
+    start, end = window_bounds(WINDOW_1M, start_ms)
+    return [ActiveSessions(window_start=start, window_end=end, active_sessions=total)]
