@@ -410,21 +410,88 @@ def collector(host: str | None, port: int | None, log_level: str, workers: int) 
                 log_level=log_level, access_log=False, loop="uvloop", http="httptools")  # fmt: skip
 
 
+# -- stream --------------------------------------------------------------------------------------
+@main.command()
+@click.option("-w", "--workers", default=1, show_default=True, help="Worker threads per process.")
+@click.option("-p", "--processes", default=1, show_default=True,
+              help="Local processes forming one Bytewax cluster (each gets -i and the address list).")  # fmt: skip
+@click.option("-i", "--process-id", type=int, default=None,
+              help="This process's id in a multi-host cluster; needs --addresses.")  # fmt: skip
+@click.option("-a", "--addresses", default=None,
+              help="host:port of every process of a multi-host cluster, ';'-separated.")  # fmt: skip
+@click.option("--recovery-dir", type=click.Path(path_type=Path), default=None,
+              help="Bytewax recovery partitions; created when missing. Default: $SHOPLAKE_HOME/stream/recovery.")  # fmt: skip
+@click.option("--recovery-parts", type=int, default=None,
+              help="Partitions to create on first use (fixed afterwards). Default: max(4, workers x processes).")  # fmt: skip
+@click.option(
+    "--no-recovery", is_flag=True, help="Run without recovery (restarts begin again at --from)."
+)
+@click.option(
+    "--reset", is_flag=True, help="Delete the recovery state first, so everything is reprocessed."
+)
+@click.option("-s", "--snapshot-interval", default=5, show_default=True,
+              help="Seconds between state snapshots; a restart replays at most this much.")  # fmt: skip
+@click.option("--eof", is_flag=True,
+              help="Stop at the end of the topics (backfills, tests); results then depend on the input only.")  # fmt: skip
+@click.option("--from", "start", type=click.Choice(["beginning", "end"]), default="beginning",
+              show_default=True, help="Where a first start (no recovery state) reads the topics from.")  # fmt: skip
+@click.option("--metrics-port", type=int, default=None,
+              help="Prometheus port (+ process id); 0 disables. Default SHOPLAKE_STREAM_METRICS_PORT or 9108.")  # fmt: skip
+def stream(workers, processes, process_id, addresses, recovery_dir, recovery_parts, no_recovery, reset,
+           snapshot_interval, eof, start, metrics_port) -> None:  # fmt: skip
+    """Run the Bytewax speed layer: live metrics, daily totals, sessions, top products and alerts.
+
+    Runs `python -m bytewax.run streaming.run:flow` with recovery. Tables land in
+    $SHOPLAKE_HOME/lake/speed (and Postgres schema `realtime` when SHOPLAKE_PG_DSN is set); metrics,
+    sessions and alerts also go to their Kafka topics. Other settings: SHOPLAKE_STREAM_* (see
+    streaming/config.py).
+    """
+    from streaming.config import recovery_dir as default_recovery_dir
+    from streaming.launch import Launch, reset_recovery, run
+
+    if (process_id is None) != (addresses is None):
+        _fail(
+            click.UsageError(
+                "--process-id and --addresses go together (one member of a multi-host cluster)"
+            )
+        )
+    directory = None if no_recovery else (recovery_dir or default_recovery_dir())
+    if reset and directory is not None:
+        reset_recovery(directory)
+    launch = Launch(workers=workers, processes=processes, process_id=process_id, addresses=addresses,
+                    recovery_dir=directory, recovery_parts=recovery_parts, snapshot_seconds=snapshot_interval,
+                    eof=eof, start=start, metrics_port=metrics_port)  # fmt: skip
+    console.print(f"speed layer: {processes} process(es) x {workers} worker(s); recovery "
+                  f"{directory or 'off'}; {'until the end of the topics' if eof else 'following the topics'}")  # fmt: skip
+    try:
+        code = run(launch)
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)
+
+
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
-@click.option("--days", default=1, show_default=True, help="Days of traffic to simulate.")
-@click.option("--users", default=2000, show_default=True)
-@click.option(
-    "--keep-running", is_flag=True, help="Leave Kafka and the collector running afterwards."
-)
-def demo(days: int, users: int, keep_running: bool) -> None:
-    """Start Kafka and the collector, simulate traffic through the collector, show what landed."""
+@click.option("--days", default=7, show_default=True,
+              help="Days of history to simulate, ending today (the closed ones are backfilled).")  # fmt: skip
+@click.option("--users", default=1500, show_default=True, help="Simulated visitors.")
+@click.option("--rate", default=50.0, show_default=True, help="Live traffic, events per second.")
+@click.option("--once", is_flag=True,
+              help="Short non-interactive run: live traffic for --duration (default 60 s), verify "
+                   "the numbers, stop everything, exit 0 or 1.")  # fmt: skip
+@click.option("--duration", type=float, default=None, envvar="DEMO_DURATION",
+              help="Seconds of live traffic before stopping (env DEMO_DURATION). Default: until Ctrl-C.")  # fmt: skip
+def demo(days: int, users: int, rate: float, once: bool, duration: float | None) -> None:
+    """The whole platform locally: Kafka, collector, speed layer, a week of history, the Dagster
+    backfill, then the Dagster UI (:3000), dashboards (:8501) and metrics with live traffic."""
     from shoplake.demo import run_demo
 
     try:
-        run_demo(days=days, users=users, keep_running=keep_running, console=console)
+        code = run_demo(days=days, users=users, once=once, duration=duration, rate=rate,
+                        console=console)  # fmt: skip
     except Exception as exc:
         _fail(exc)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
