@@ -5,7 +5,9 @@ partition back. The Pandera checks on silver are blocking: bad silver stops gold
 """
 
 import hashlib
+import json
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pandera.polars as pa
@@ -34,8 +36,33 @@ class SilverSession(pa.DataFrameModel):
         strict = False
 
 
-def _day(context: dg.AssetCheckExecutionContext) -> date:
-    return date.fromisoformat(context.partition_key)
+def check_days(context: dg.AssetCheckExecutionContext) -> list[date]:
+    """The days of this run: one, or a range under a single-run backfill (the daily schedule)."""
+    return [date.fromisoformat(k) for k in context.partition_keys]
+
+
+def combine(results: dict[date, dg.AssetCheckResult]) -> dg.AssetCheckResult:
+    """One result for a range run: it passes if every day passes; the first failure's evidence
+    is kept, and every day's figures are in ``per_day``."""
+    if len(results) == 1:
+        return next(iter(results.values()))
+    failed = [d for d, r in results.items() if not r.passed]
+    shown = results[failed[0]] if failed else next(iter(results.values()))
+    per_day = {
+        str(d): {k: getattr(v, "value", v) for k, v in r.metadata.items()}
+        for d, r in results.items()
+    }
+    return dg.AssetCheckResult(
+        passed=not failed,
+        severity=shown.severity,
+        description=shown.description,
+        metadata={
+            "days": len(results),
+            "failed_days": ", ".join(map(str, failed)) or "none",
+            **({f"{failed[0]} {k}": v for k, v in shown.metadata.items()} if failed else {}),
+            "per_day": dg.MetadataValue.json(json.loads(json.dumps(per_day, default=str))),
+        },
+    )
 
 
 def _failure_sample(err: pa.errors.SchemaErrors, n: int = 20) -> dg.MetadataValue:
@@ -53,20 +80,21 @@ def _kafka_manifest_check(name: str) -> dg.AssetChecksDefinition:
     )
     def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
         table = lake.table_dir("bronze", name)
-        day = _day(context)
-        frame, manifest = read_partition(table, day), read_manifest(table, day)
-        if frame is None or manifest is None:
-            return dg.AssetCheckResult(
-                passed=False, metadata={"error": f"partition {day} is missing"}
-            )
-        ids = sorted(i for i in frame["event_id"].to_list() if i)
-        checksum = hashlib.sha256("\n".join(ids).encode()).hexdigest()
-        return dg.AssetCheckResult(
-            passed=frame.height == manifest["rows"] and checksum == manifest["event_id_checksum"],
-            metadata={"rows": frame.height, "manifest_rows": manifest["rows"]},
-        )
+        return combine({day: _manifest_day(table, day) for day in check_days(context)})
 
     return _check
+
+
+def _manifest_day(table: Path, day: date) -> dg.AssetCheckResult:
+    frame, manifest = read_partition(table, day), read_manifest(table, day)
+    if frame is None or manifest is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": f"partition {day} is missing"})
+    ids = sorted(i for i in frame["event_id"].to_list() if i)
+    checksum = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+    return dg.AssetCheckResult(
+        passed=frame.height == manifest["rows"] and checksum == manifest["event_id_checksum"],
+        metadata={"rows": frame.height, "manifest_rows": manifest["rows"]},
+    )
 
 
 def _pandera_check(
@@ -82,19 +110,24 @@ def _pandera_check(
         description=description,
     )
     def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        frame = read_partition(lake.table_dir("silver", table), _day(context))
-        if frame is None:
-            return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
-        try:
-            model.validate(frame, lazy=True)
-        except pa.errors.SchemaErrors as err:
-            return dg.AssetCheckResult(
-                passed=False,
-                metadata={"failures": len(err.failure_cases), "sample": _failure_sample(err)},
-            )
-        return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
+        folder = lake.table_dir("silver", table)
+        return combine({day: _validate_day(folder, day, model) for day in check_days(context)})
 
     return _check
+
+
+def _validate_day(folder: Path, day: date, model: type[pa.DataFrameModel]) -> dg.AssetCheckResult:
+    frame = read_partition(folder, day)
+    if frame is None:
+        return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
+    try:
+        model.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as err:
+        return dg.AssetCheckResult(
+            passed=False,
+            metadata={"failures": len(err.failure_cases), "sample": _failure_sample(err)},
+        )
+    return dg.AssetCheckResult(passed=True, metadata={"rows": frame.height})
 
 
 silver_events_contract = _pandera_check(
@@ -117,7 +150,10 @@ def silver_events_volume(
     context: dg.AssetCheckExecutionContext, lake: LakeResource
 ) -> dg.AssetCheckResult:
     table = lake.table_dir("silver", "events")
-    day = _day(context)
+    return combine({day: _volume_day(table, day) for day in check_days(context)})
+
+
+def _volume_day(table: Path, day: date) -> dg.AssetCheckResult:
     today, yesterday = read_manifest(table, day), read_manifest(table, day - timedelta(days=1))
     rows = today["silver_rows"] if today else 0
     if yesterday is None or yesterday["silver_rows"] == 0:

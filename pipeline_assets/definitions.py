@@ -11,6 +11,7 @@ from pipeline_assets.ops import jobs as ops
 from pipeline_assets.ops import notify
 from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
+from pipeline_assets.speed import assets as speed
 from resources import resources_for
 
 defs = dg.Definitions.merge(
@@ -18,6 +19,7 @@ defs = dg.Definitions.merge(
     bronze.defs,
     silver.defs,
     gold.defs,
+    speed.defs,
     checks.defs,
     jobs.defs,
     ops.defs,

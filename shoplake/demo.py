@@ -1,20 +1,54 @@
-"""``make demo``: the foundation's main job, end to end on this machine."""
+"""``make demo``: the whole platform on this machine, from nothing, with live numbers.
+
+Kafka (provisioned), the collector and the speed layer start; a week of history is simulated
+through the collector; the speed layer catches up; Dagster backfills every closed day of the lake
+in one run; then the Dagster UI, the dashboards and the metrics exporter serve while live traffic
+flows at a steady rate. Ctrl-C stops exactly the processes this run started (by pid).
+``--once`` runs a short live period instead, verifies the numbers and exits 0 (or 1).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
+import signal
+import subprocess
 import sys
+import threading
 import time
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
 from shoplake.platform.kafka import LocalKafka, wait_for_broker
-from shoplake.platform.process import ProvisioningError, read_pid, spawn, stop_pid, tail
-from shoplake.platform.topics import describe_topics, ensure_topics
-from shoplake.settings import Settings, get_settings
+from shoplake.platform.process import (
+    ProvisioningError,
+    pid_alive,
+    read_pid,
+    spawn,
+    stop_pid,
+    tail,
+)
+from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, describe_topics, ensure_topics
+from shoplake.settings import ENV_VARS, REPO_ROOT, Settings, get_settings
+
+BIN = Path(sys.executable).parent
+
+
+def _port(name: str, default: str) -> int:
+    return int(os.environ.get(name) or ENV_VARS.get(name) or default)
+
+
+DAGSTER_PORT = _port("SHOPLAKE_DAGSTER_PORT", "3000")
+DASHBOARD_PORT = _port("SHOPLAKE_DASHBOARD_PORT", "8501")
+EXPORTER_PORT = _port("SHOPLAKE_DAGSTER_EXPORTER_PORT", "9200")
+STREAM_METRICS_PORT = _port("SHOPLAKE_STREAM_METRICS_PORT", "9108")
 
 
 def start_collector(
@@ -28,19 +62,12 @@ def start_collector(
         return pid
     cmd = [sys.executable, "-m", "shoplake.cli", "collector", "--workers", str(workers)]
     pid = spawn(cmd, logfile, pidfile, env=env or dict(os.environ))
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            resp = httpx.get(f"{settings.collector_url}/healthz", timeout=2)
-            if resp.status_code == 200:
-                return pid
-            last = resp.text
-        except httpx.TransportError as exc:
-            last = str(exc)
-        time.sleep(0.3)
-    stop_pid(pid, 5)
-    raise ProvisioningError(f"the collector did not become healthy ({last})\n{tail(logfile)}")
+    try:
+        wait_http(f"{settings.collector_url}/healthz", timeout, logfile)
+    except ProvisioningError:
+        stop_pid(pid, 5)
+        raise
+    return pid
 
 
 def stop_collector(settings: Settings) -> None:
@@ -50,56 +77,370 @@ def stop_collector(settings: Settings) -> None:
     pidfile.unlink(missing_ok=True)
 
 
-def run_demo(days: int, users: int, keep_running: bool, console: Console) -> None:
+def wait_http(url: str, timeout: float, logfile: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(url, timeout=2)
+            if resp.status_code == 200:
+                return
+            last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        except httpx.TransportError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise ProvisioningError(
+        f"{url} did not answer within {timeout:.0f}s ({last})\n{tail(logfile) if logfile else ''}"
+    )
+
+
+def stop_group(pid: int, grace: float = 15) -> None:
+    """SIGTERM the process group the demo started (its children too), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+@dataclass
+class Demo:
+    settings: Settings
+    console: Console
+    env: dict[str, str]
+    started: list[tuple[str, int]] = field(default_factory=list)
+    started_kafka: bool = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self.settings.home / "run"
+
+    def service(self, name: str, cmd: list[str], health: str | None, timeout: float = 90) -> int:
+        """Start ``cmd`` detached unless a previous one still runs (then it is not ours to stop)."""
+        pidfile, logfile = self.run_dir / f"{name}.pid", self.run_dir / f"{name}.log"
+        marker = next((c for c in cmd if "." in c and "/" not in c), Path(cmd[0]).name)
+        if (pid := read_pid(pidfile, marker=marker)) is not None:
+            self.console.print(f"  {name}: already running (pid {pid}), left as it is")
+            return pid
+        pid = spawn(cmd, logfile, pidfile, env=self.env)
+        self.started.append((name, pid))
+        if health:
+            wait_http(health, timeout, logfile)
+        self.console.print(f"  {name}: pid {pid} (log {logfile})")
+        return pid
+
+    def stop_all(self) -> None:
+        for name, pid in reversed(self.started):
+            if name == "collector":
+                stop_pid(pid, 10)
+            else:
+                stop_group(pid)
+            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+            self.console.print(f"  stopped {name} (pid {pid})")
+        self.started.clear()
+        if self.started_kafka:
+            self.console.print(f"  {LocalKafka.from_settings(self.settings).stop()}")
+
+
+def demo_env(settings: Settings, days: int) -> dict[str, str]:
+    env = dict(os.environ)
+    dagster_home = Path(env.get("DAGSTER_HOME") or settings.home / "dagster")
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    if not (dagster_home / "dagster.yaml").exists():
+        shutil.copy(REPO_ROOT / "infra/dagster/dagster.yaml", dagster_home / "dagster.yaml")
+    env["DAGSTER_HOME"] = str(dagster_home)
+    env["SHOPLAKE_HOME"] = str(settings.home)
+    env.setdefault("SHOPLAKE_PARTITIONS_START", history_start(days).isoformat())
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def history_start(days: int) -> date:
+    """The first simulated day: ``days`` days ending today (today is partial and live)."""
+    return datetime.now(UTC).date() - timedelta(days=days - 1)
+
+
+def wait_for_stream(settings: Settings, console: Console, timeout: float) -> dict:
+    """Until the speed layer's durable offsets reach the high watermarks of shop.events."""
+    from streaming.progress import consumer_lag, read_offsets
+
+    recovery = settings.home / "stream" / "recovery"
+    deadline = time.monotonic() + timeout
+    lag: dict = {}
+    with console.status("speed layer catching up ...") as status:
+        while time.monotonic() < deadline:
+            offsets = {k: v for k, v in read_offsets(recovery).items() if k[0] == EVENTS_TOPIC}
+            if offsets:
+                lag = consumer_lag(settings.bootstrap_servers, offsets)
+                total = sum(lag.values())
+                status.update(f"speed layer catching up: lag {total:,} messages")
+                if total == 0:
+                    return lag
+            time.sleep(2)
+    raise ProvisioningError(
+        f"the speed layer did not catch up within {timeout:.0f}s (lag {lag}); see "
+        f"{settings.home / 'run' / 'stream.log'}"
+    )
+
+
+def wait_for_rows(lake: Path, table: str, console: Console, timeout: float) -> None:
+    from streaming.sinks import read_table
+
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for the speed layer's {table} ..."):
+        while time.monotonic() < deadline:
+            if read_table(table, lake).height:
+                return
+            time.sleep(3)
+
+
+def backfill(demo: Demo, first: date, last: date) -> None:
+    """One Dagster run over every closed day (single-run backfill policy), recorded in the UI."""
+    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "pipeline_assets.definitions",
+           "--select", "*", "--partition-range", f"{first}...{last}",
+           # in process: a subprocess per step would re-import the code location ~20 times
+           "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})]  # fmt: skip
+    logfile = demo.run_dir / "backfill.log"
+    demo.console.print(f"backfilling {first}..{last} through Dagster (log {logfile}) ...")
+    t = time.perf_counter()
+    with open(logfile, "ab") as log, demo.console.status("Dagster: bronze -> silver -> gold ..."):
+        proc = subprocess.run(cmd, env=demo.env, stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO_ROOT, timeout=3600)  # fmt: skip
+    if proc.returncode != 0:
+        raise ProvisioningError(f"the Dagster backfill failed:\n{tail(logfile, 40)}")
+    demo.console.print(f"backfill done in {time.perf_counter() - t:.0f}s")
+
+
+class LiveTraffic(threading.Thread):
+    """Steady live traffic: yesterday's simulated day replayed at ``rate`` events/s, stamped now."""
+
+    def __init__(self, settings: Settings, users: int, rate: float):
+        super().__init__(daemon=True, name="live-traffic")
+        self.settings, self.users, self.rate = settings, users, rate
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        from shoplake.simulator import SimConfig, simulate
+        from shoplake.simulator.sinks import HttpSink
+
+        seed = 1000
+        try:
+            while not self.stop_event.is_set():
+                sink = StoppableSink(
+                    HttpSink(
+                        self.settings.collector_url, self.settings.write_keys[0], replay=False
+                    ),
+                    self.stop_event,
+                    self,
+                )
+                day = datetime.now(UTC).date() - timedelta(days=1)
+                config = SimConfig(start=day, days=1, users=self.users, seed=seed, rate=self.rate)
+                simulate(config, sink, None, show_progress=False)
+                seed += 1  # new event ids each lap: the same ids would be dropped as duplicates
+        except StopTraffic:
+            pass
+        except BaseException as exc:  # reported by the summary, never silently
+            self.error = exc
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(timeout=30)
+
+
+class StopTraffic(Exception):
+    pass
+
+
+class StoppableSink:
+    """Ends the simulation at the next batch once the demo stops; counts what it sent."""
+
+    def __init__(self, inner, stop: threading.Event, counter: LiveTraffic):
+        self.inner, self.stop, self.counter = inner, stop, counter
+        self.results = inner.results
+
+    def write(self, records) -> None:
+        if self.stop.is_set():
+            raise StopTraffic
+        self.inner.write(records)
+        self.counter.sent += len(records)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def summary(demo: Demo, first: date, last: date, history, live: LiveTraffic | None) -> dict:
+    """Counts per layer, read back from where they landed."""
+    from shoplake.dashboards import data
+    from streaming.sinks import read_table
+
+    src = data.Sources.from_settings(demo.settings)
+    lake = demo.settings.home / "lake"
+    topics = describe_topics(demo.settings.bootstrap_servers)
+
+    def rows(layer: str, table: str) -> int:
+        total = 0
+        for m in (lake / layer / table).glob("date=*/_manifest.json"):
+            if first.isoformat() <= m.parent.name[5:] <= last.isoformat():
+                total += json.loads(m.read_text()).get("rows", 0)
+        return total
+
+    marts = {}
+    for mart in ("mart_daily_kpis", "fct_events", "fct_sessions", "fct_orders", "mart_daily_ctr",
+                 "mart_product_performance", "mart_rfm_segments"):  # fmt: skip
+        marts[mart] = data.gold(src, f"select count(*) as n from gold.{mart}")["n"][0]
+    speed = {
+        t: read_table(t, lake).height
+        for t in ("window_metrics", "daily_totals", "sessions", "alerts")
+    }
+    out = {
+        "kafka shop.events": topics[EVENTS_TOPIC]["messages"],
+        "kafka shop.events.dlq": topics[DLQ_TOPIC]["messages"],
+        "simulated history (accepted / rejected)": f"{history.expected_accepted:,} / {history.expected_rejected:,}",
+        "bronze events": rows("bronze", "events"),
+        "bronze DLQ": rows("bronze", "dlq_events"),
+        "silver events": rows("silver", "events"),
+        "silver quarantined": rows("silver", "events_quarantine"),
+        "silver sessions": rows("silver", "sessions"),
+        **{f"gold {k}": v for k, v in marts.items()},
+        **{f"speed {k}": v for k, v in speed.items()},
+        "live events sent": live.sent if live else 0,
+    }
+    alerts = read_table("alerts", lake)
+    if not alerts.is_empty():
+        for rule, n in alerts.group_by("rule").len().sort("rule").iter_rows():
+            out[f"  alerts: {rule}"] = n
+    table = Table("what", "count", title="shoplake demo")
+    for k, v in out.items():
+        table.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    demo.console.print(table)
+    return out
+
+
+def verify(demo: Demo, first: date, last: date, counts: dict) -> list[str]:
+    """What --once checks before exiting 0. Each line is a problem; empty means all good."""
+    from pipeline_assets.speed.assets import RECONCILE_TOLERANCE, compare, gold_totals, speed_totals
+    from resources import WarehouseResource
+
+    problems = []
+    days = (last - first).days + 1
+    if counts["gold mart_daily_kpis"] < days:
+        problems.append(
+            f"gold.mart_daily_kpis has {counts['gold mart_daily_kpis']} rows, expected {days}"
+        )
+    for key in ("bronze events", "silver events", "silver sessions", "speed window_metrics"):
+        if not counts[key]:
+            problems.append(f"{key} is empty")
+    warehouse = WarehouseResource(path=str(demo.settings.home / "warehouse.duckdb"),
+                                  dsn=demo.settings.warehouse_dsn)  # fmt: skip
+    for k in range(days):
+        day = first + timedelta(days=k)
+        speed = speed_totals(str(demo.settings.home / "lake"), day)
+        if speed is None:
+            problems.append(f"speed layer has no daily totals for {day}")
+            continue
+        diff = compare(speed, gold_totals(warehouse, day))
+        if max(diff.values()) > RECONCILE_TOLERANCE:
+            problems.append(f"{day}: speed vs gold differ by {diff}")
+    return problems
+
+
+def run_demo(days: int, users: int, once: bool, duration: float | None, rate: float,
+             console: Console) -> int:  # fmt: skip
     from shoplake.cli import _make_shopdb, print_report
     from shoplake.simulator import SimConfig, simulate
     from shoplake.simulator.sinks import HttpSink
 
     settings = get_settings()
-    started_kafka = False
-    if settings.kafka_provisioned:
-        broker = LocalKafka.from_settings(settings)
-        started_kafka = not broker.running()
-        if not broker.installed():
-            console.print("resolving Apache Kafka with Maven (first time only, ~1 min) ...")
-        console.print(broker.start())
-    else:
-        wait_for_broker(settings.bootstrap_servers, timeout=30)
-    for change in ensure_topics(settings.bootstrap_servers):
-        console.print(f"  {change}")
-    before = describe_topics(settings.bootstrap_servers)
-    collector_pid = start_collector(settings)
-    console.print(f"collector running (pid {collector_pid}) at {settings.collector_url}")
+    demo = Demo(settings, console, demo_env(settings, days))
+    live: LiveTraffic | None = None
+    first, last = history_start(days), datetime.now(UTC).date() - timedelta(days=1)
     try:
-        start = datetime.now(UTC).date() - timedelta(days=days)
-        config = SimConfig(start=start, days=days, users=users)
-        sink = HttpSink(settings.collector_url, settings.write_keys[0])
-        report = simulate(config, sink, _make_shopdb(settings))
-        print_report(report, "collector")
-        after = describe_topics(settings.bootstrap_servers)
-        table = Table(
-            "topic", "partitions", "landed this run", "total held", title="what landed in Kafka"
-        )
-        for name, info in after.items():
-            added = info["messages"] - before.get(name, {}).get("messages", 0)
-            table.add_row(name, str(info["partitions"]), str(added), str(info["messages"]))
-        console.print(table)
-        landed = after["shop.events"]["messages"] - before.get("shop.events", {}).get("messages", 0)
-        dlq = after["shop.events.dlq"]["messages"] - before.get("shop.events.dlq", {}).get(
-            "messages", 0
-        )
-        ok = landed == report.expected_accepted and dlq == report.expected_rejected
-        verdict = "[green]matches[/]" if ok else "[red]DOES NOT match[/]"
-        console.print(f"shop.events +{landed} / DLQ +{dlq} vs simulator's expectation "
-                      f"{report.expected_accepted} / {report.expected_rejected}: {verdict}")  # fmt: skip
-        if not ok:
-            raise RuntimeError("what landed in Kafka differs from what the simulator sent")
-    finally:
-        if keep_running:
-            console.print(
-                "left running: 'shoplake kafka stop' and kill the collector pid to stop them"
-            )
+        console.rule("1. platform")
+        if settings.kafka_provisioned:
+            broker = LocalKafka.from_settings(settings)
+            demo.started_kafka = not broker.running()
+            if not broker.installed():
+                console.print(
+                    "resolving Apache Kafka with Maven (first time only, about a minute) ..."
+                )
+            console.print(broker.start())
         else:
-            stop_collector(settings)
-            if started_kafka:
-                console.print(LocalKafka.from_settings(settings).stop())
+            wait_for_broker(settings.bootstrap_servers, timeout=30)
+        for change in ensure_topics(settings.bootstrap_servers):
+            console.print(f"  {change}")
+        if settings.pg_dsn:
+            console.print(f"  shop database: Postgres at {settings.pg_dsn.rsplit('@', 1)[-1]}")
+        demo.started.append(("collector", start_collector(settings, env=demo.env)))
+        console.print(f"  collector: {settings.collector_url}")
+        demo.service("stream", [sys.executable, "-m", "shoplake.cli", "stream",
+                                "--metrics-port", str(STREAM_METRICS_PORT)], None)  # fmt: skip
+
+        console.rule(f"2. {days} days of history through the collector ({first} .. today)")
+        config = SimConfig(start=first, days=days, users=users)
+        history = simulate(config, HttpSink(settings.collector_url, settings.write_keys[0]),
+                           _make_shopdb(settings))  # fmt: skip
+        print_report(history, "collector")
+        wait_for_stream(settings, console, timeout=600)
+
+        console.rule("3. the lake, through Dagster")
+        backfill(demo, first, last)
+
+        console.rule("4. serving")
+        demo.service("dagster-webserver", [str(BIN / "dagster-webserver"), "-h", "127.0.0.1", "-p",
+                     str(DAGSTER_PORT), "-w", str(REPO_ROOT / "workspace.yaml")],
+                     f"http://127.0.0.1:{DAGSTER_PORT}/server_info", timeout=180)  # fmt: skip
+        demo.service("dagster-daemon", [str(BIN / "dagster-daemon"), "run", "-w",
+                     str(REPO_ROOT / "workspace.yaml")], None)  # fmt: skip
+        demo.service("dagster-exporter", [sys.executable, "-m", "pipeline_assets.ops.exporter",
+                     "--port", str(EXPORTER_PORT)], f"http://127.0.0.1:{EXPORTER_PORT}/metrics")  # fmt: skip
+        demo.service("dashboards", [str(BIN / "streamlit"), "run",
+                     str(REPO_ROOT / "shoplake/dashboards/app.py"), "--server.headless", "true",
+                     "--server.port", str(DASHBOARD_PORT), "--browser.gatherUsageStats", "false"],
+                     f"http://127.0.0.1:{DASHBOARD_PORT}/_stcore/health")  # fmt: skip
+        live = LiveTraffic(settings, users, rate)
+        live.start()
+        urls = Table("what", "where", title="open these")
+        urls.add_row("Dagster (lineage, partitions, checks)", f"http://127.0.0.1:{DAGSTER_PORT}")
+        urls.add_row(
+            "Dashboards (Live, Commerce, Ads, Data health)", f"http://127.0.0.1:{DASHBOARD_PORT}"
+        )
+        urls.add_row("Prometheus: collector", f"{settings.collector_url}/metrics")
+        urls.add_row("Prometheus: speed layer", f"http://127.0.0.1:{STREAM_METRICS_PORT}/metrics")
+        urls.add_row("Prometheus: Dagster", f"http://127.0.0.1:{EXPORTER_PORT}/metrics")
+        console.print(urls)
+
+        wait = duration if duration is not None else (60 if once else None)
+        console.print(f"live traffic at {rate:.0f} events/s; "
+                      + (f"running {wait:.0f}s" if wait else "Ctrl-C stops everything this demo started"))  # fmt: skip
+        deadline = None if wait is None else time.monotonic() + wait
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(1)
+            if live.error is not None:
+                raise live.error
+        live.stop()
+        if once:
+            # Windows leave the stream once every shard has passed them (or gone quiet for 90 s).
+            wait_for_rows(settings.home / "lake", "window_metrics", console, timeout=240)
+        counts = summary(demo, first, last, history, live)
+        if not once:
+            return 0
+        problems = verify(demo, first, last, counts)
+        for p in problems:
+            console.print(f"[red]problem:[/] {p}")
+        console.print(
+            "[green]demo verified[/]" if not problems else "[red]demo FAILED verification[/]"
+        )
+        return 1 if problems else 0
+    except KeyboardInterrupt:
+        console.print("stopping ...")
+        return 0
+    finally:
+        if live is not None and live.is_alive():
+            live.stop()
+        demo.stop_all()

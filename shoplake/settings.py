@@ -42,6 +42,9 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_WAREHOUSE_DSN": None,  # set: dbt builds the marts in this Postgres (dbt-postgres)
     "SHOPLAKE_SLACK_WEBHOOK_URL": None,  # Slack incoming webhook; unset: notifications go to the log
     "SHOPLAKE_DAGSTER_URL": "http://127.0.0.1:3000",  # links in notifications
+    "SHOPLAKE_DAGSTER_PORT": "3000",  # make demo: Dagster UI
+    "SHOPLAKE_DASHBOARD_PORT": "8501",  # make demo: dashboards (Streamlit)
+    "SHOPLAKE_DAGSTER_EXPORTER_PORT": "9200",  # Prometheus metrics of the Dagster instance
 }
 
 

@@ -1,6 +1,6 @@
 """Prometheus exporter for Dagster: run and check outcomes, partition freshness, step durations.
 
-    python -m pipeline_assets.ops.exporter [--port 9109]     (or: shoplake dagster-exporter)
+    python -m pipeline_assets.ops.exporter [--port 9200]     (or: shoplake dagster-exporter)
 
 Reads the Dagster instance (DAGSTER_HOME) at scrape time, so it holds no state and can restart
 at will. The metric names are the ones infra/prometheus/alert_rules.yml and the Grafana
@@ -156,7 +156,7 @@ def serve(port: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--port", type=int, default=9109, help="HTTP port for /metrics")
+    ap.add_argument("--port", type=int, default=9200, help="HTTP port for /metrics")
     serve(ap.parse_args().port)
 
 

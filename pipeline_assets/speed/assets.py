@@ -1,0 +1,139 @@
+"""The speed layer in the asset graph: Bytewax's tables as external assets fed by shop.events.
+
+Dagster does not run the stream (``shoplake stream`` does, continuously); it shows where the
+tables come from and who reads them, records observations of them (rows, freshness, lag) from
+``speed_layer_sensor``, and checks each closed day of the speed layer against batch gold.
+"""
+
+from datetime import date
+
+import dagster as dg
+
+from pipeline_assets.checks import check_days, combine
+from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.sources.kafka_topics import topic_key
+from resources import LakeResource, WarehouseResource
+from shoplake.platform.topics import EVENTS_TOPIC
+from streaming.rows import TABLES
+from streaming.sinks import read_table
+
+SPEED_RECONCILIATION = "speed_layer_reconciliation"
+RECONCILE_TOLERANCE = 0.005  # 0.5 %
+
+
+def speed_key(table: str) -> dg.AssetKey:
+    return dg.AssetKey(["speed", table])
+
+
+def speed_spec(table: str) -> dg.AssetSpec:
+    cls = TABLES[table]
+    return dg.AssetSpec(
+        key=speed_key(table),
+        group_name="speed",
+        kinds={"bytewax", "parquet"},
+        deps=[topic_key(EVENTS_TOPIC)],
+        description=(cls.__doc__ or table).strip().split("\n\n")[0],
+        metadata={
+            "natural_key": ", ".join(cls.KEY),
+            "partitioned_by": cls.DATE_COLUMN,
+            "written_by": "shoplake stream (Bytewax), continuously",
+        },
+    )
+
+
+SPEED_SPECS = [speed_spec(t) for t in TABLES]
+
+GOLD_TOTALS_SQL = """
+select
+    count(*) as events,
+    count(*) filter (where event_type = 'purchase') as purchases,
+    coalesce(sum(order_total) filter (where event_type = 'purchase' and not is_bot), 0) as revenue
+from gold.fct_events
+where event_date = '{day}'
+"""
+
+
+def gold_totals(warehouse: WarehouseResource, day: date) -> dict[str, float]:
+    """Events, purchases and non-bot revenue of a day in batch gold."""
+    sql = GOLD_TOTALS_SQL.format(day=day.isoformat())
+    if warehouse.dsn:
+        import psycopg
+
+        conn = psycopg.connect(warehouse.dsn)
+        try:
+            row = conn.execute(sql).fetchall()[0]
+        finally:
+            conn.close()
+    else:
+        import duckdb
+
+        con = duckdb.connect(warehouse.path, read_only=True)
+        try:
+            row = con.sql(sql).fetchall()[0]
+        finally:
+            con.close()
+    return {"events": float(row[0]), "purchases": float(row[1]), "revenue": float(row[2])}
+
+
+def speed_totals(lake_root: str, day: date) -> dict[str, float] | None:
+    frame = read_table("daily_totals", lake_root, start=day, end=day)
+    if frame.height == 0:
+        return None
+    row = frame.row(0, named=True)
+    return {
+        "events": float(row["events"]),
+        "purchases": float(row["purchases"]),
+        "revenue": float(row["revenue"] - row["bot_revenue"]),
+    }
+
+
+def compare(speed: dict[str, float], gold: dict[str, float]) -> dict[str, float]:
+    """Relative difference per measure (0 when both are 0)."""
+    out = {}
+    for k in ("events", "purchases", "revenue"):
+        base = max(abs(gold[k]), abs(speed[k]))
+        out[k] = 0.0 if base == 0 else abs(speed[k] - gold[k]) / base
+    return out
+
+
+@dg.asset_check(
+    asset=dg.AssetKey(["gold", "fct_events"]),
+    name=SPEED_RECONCILIATION,
+    partitions_def=daily_partitions,
+    additional_deps=[speed_key("daily_totals")],
+    description=(
+        "The speed layer's daily totals (events, purchases, revenue) agree with batch gold within "
+        "0.5 %: evidence that both layers compute the same thing."
+    ),
+)
+def speed_layer_reconciliation(
+    context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    return combine({day: reconcile_day(lake.root, warehouse, day) for day in check_days(context)})
+
+
+def reconcile_day(lake_root: str, warehouse: WarehouseResource, day: date) -> dg.AssetCheckResult:
+    speed = speed_totals(lake_root, day)
+    if speed is None:
+        return dg.AssetCheckResult(
+            passed=False,
+            severity=dg.AssetCheckSeverity.WARN,
+            description=(
+                f"the speed layer has no daily totals for {day}: is `shoplake stream` running, "
+                "and did it read this day from Kafka?"
+            ),
+        )
+    gold = gold_totals(warehouse, day)
+    diff = compare(speed, gold)
+    worst = max(diff.values())
+    metadata = {f"{k}_speed": speed[k] for k in speed} | {f"{k}_gold": gold[k] for k in gold}
+    metadata |= {f"{k}_rel_diff": round(v, 6) for k, v in diff.items()}
+    return dg.AssetCheckResult(
+        passed=worst <= RECONCILE_TOLERANCE,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=metadata,
+        description=f"largest relative difference {worst:.3%} (tolerance {RECONCILE_TOLERANCE:.1%})",
+    )
+
+
+defs = dg.Definitions(assets=SPEED_SPECS, asset_checks=[speed_layer_reconciliation])
