@@ -12,6 +12,7 @@ from pipeline_assets.ops import notify
 from pipeline_assets.silver import assets as silver
 from pipeline_assets.sources import kafka_topics
 from pipeline_assets.speed import assets as speed
+from pipeline_assets.speed import sensors as speed_sensors
 from resources import resources_for
 
 defs = dg.Definitions.merge(
@@ -20,6 +21,7 @@ defs = dg.Definitions.merge(
     silver.defs,
     gold.defs,
     speed.defs,
+    speed_sensors.defs,
     checks.defs,
     jobs.defs,
     ops.defs,

@@ -1,0 +1,139 @@
+"""The sensor on Kafka lag: how far the speed layer is behind shop.events, and whether it runs.
+
+Lag is measured from the offsets in Bytewax's recovery store (what a restart resumes from)
+against the topic's high watermarks. Each tick records an observation on the topic and on every
+speed table (lag, state, rows, last write), so the UI shows it; crossing the lag threshold or the
+stream going quiet sends one notification per change of state.
+"""
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import dagster as dg
+
+from pipeline_assets.sources.kafka_topics import topic_key
+from pipeline_assets.speed.assets import speed_key
+from resources import KafkaResource, LakeResource, NotifierResource
+from shoplake.notify import Notification
+from shoplake.platform.topics import EVENTS_TOPIC
+from streaming.config import recovery_dir
+from streaming.progress import consumer_lag, read_offsets
+from streaming.rows import TABLES
+
+LAG_THRESHOLD = int(os.environ.get("SHOPLAKE_STREAM_LAG_ALERT", "10000"))
+DOWN_AFTER_SECONDS = 60.0  # no snapshot this long (it snapshots every 5 s) and lag > 0: down
+
+
+@dataclass
+class SpeedStatus:
+    state: str  # running | lagging | down | never_started
+    total_lag: int = 0
+    lag: dict[str, int] = field(default_factory=dict)
+    snapshot_age_seconds: float | None = None
+
+    def describe(self, threshold: int) -> str:
+        age = (
+            ""
+            if self.snapshot_age_seconds is None
+            else f", last snapshot {self.snapshot_age_seconds:.0f}s ago"
+        )
+        return {
+            "running": f"speed layer running, lag {self.total_lag:,} messages{age}",
+            "lagging": f"speed layer lag {self.total_lag:,} messages is above {threshold:,}{age}",
+            "down": f"speed layer is DOWN: no progress{age} with {self.total_lag:,} messages waiting. Start it with `shoplake stream`.",
+            "never_started": "speed layer has never run here (no recovery store): start it with `shoplake stream`.",
+        }[self.state]  # fmt: skip
+
+
+def speed_status(
+    recovery: Path,
+    bootstrap: str,
+    topic: str = EVENTS_TOPIC,
+    threshold: int = LAG_THRESHOLD,
+    down_after: float = DOWN_AFTER_SECONDS,
+    now: float | None = None,
+) -> SpeedStatus:
+    parts = sorted(Path(recovery).glob("part-*.sqlite3*"))
+    if not parts:
+        return SpeedStatus("never_started")
+    now = time.time() if now is None else now
+    age = now - max(p.stat().st_mtime for p in parts)
+    offsets = {k: v for k, v in read_offsets(recovery).items() if k[0] == topic}
+    lag = consumer_lag(bootstrap, offsets) if offsets else {}
+    total = sum(lag.values())
+    state = "running"
+    if age > down_after and total > 0:
+        state = "down"
+    elif total > threshold:
+        state = "lagging"
+    return SpeedStatus(state, total, {f"{t}/{p}": n for (t, p), n in sorted(lag.items())}, age)
+
+
+def input_topic() -> str:
+    """The events topic the stream reads (the first of SHOPLAKE_STREAM_TOPICS)."""
+    return (os.environ.get("SHOPLAKE_STREAM_TOPICS") or EVENTS_TOPIC).split(",")[0]
+
+
+def table_observation(lake_root: str, table: str) -> dg.AssetObservation:
+    """Rows written today and the age of the newest file: freshness without reading the data."""
+    from datetime import UTC, datetime
+
+    folder = Path(lake_root) / "speed" / table
+    files = list(folder.glob("date=*/part-*.parquet"))
+    today = datetime.now(UTC).date().isoformat()
+    metadata: dict = {"files": len(files)}
+    if files:
+        newest = max(f.stat().st_mtime for f in files)
+        metadata["last_write"] = dg.MetadataValue.timestamp(newest)
+        metadata["last_write_age_seconds"] = round(time.time() - newest, 1)
+        metadata["files_today"] = len(list(folder.glob(f"date={today}/part-*.parquet")))
+    return dg.AssetObservation(asset_key=speed_key(table), metadata=metadata)
+
+
+@dg.sensor(
+    name="speed_layer_sensor",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Kafka lag of the speed layer from its recovery offsets; alerts when it lags or stops.",
+)
+def speed_layer_sensor(
+    context: dg.SensorEvaluationContext,
+    kafka: KafkaResource,
+    lake: LakeResource,
+    notifier: NotifierResource,
+):
+    status = speed_status(recovery_dir(), kafka.bootstrap_servers, input_topic(), LAG_THRESHOLD)
+    message = status.describe(LAG_THRESHOLD)
+    events = [
+        dg.AssetObservation(
+            asset_key=topic_key(EVENTS_TOPIC),
+            metadata={
+                "speed_layer": status.state,
+                "speed_layer_lag": status.total_lag,
+                "lag_by_partition": dg.MetadataValue.json(status.lag),
+            },
+        ),
+        *(table_observation(lake.root, t) for t in TABLES),
+    ]
+    previous = json.loads(context.cursor) if context.cursor else {}
+    if status.state != previous.get("state") and (status.state in ("lagging", "down") or previous):
+        severity = {"down": "critical", "lagging": "warning"}.get(status.state, "info")
+        notifier.send(
+            Notification(
+                title=f"Speed layer: {status.state.replace('_', ' ')}",
+                text=message,
+                severity=severity,
+                source="speed_layer_sensor",
+                fields={"lag": f"{status.total_lag:,}", "threshold": f"{LAG_THRESHOLD:,}"},
+            )
+        )
+    if status.state in ("lagging", "down"):
+        context.log.warning(message)
+    context.update_cursor(json.dumps({"state": status.state, "lag": status.total_lag}))
+    return dg.SensorResult(asset_events=events, skip_reason=message)
+
+
+defs = dg.Definitions(sensors=[speed_layer_sensor])

@@ -1,0 +1,90 @@
+"""The speed layer seen from Dagster: the lag sensor against a real stream on the real broker."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+import dagster as dg
+import pytest
+
+from pipeline_assets.speed.sensors import speed_layer_sensor, speed_status
+from resources import KafkaResource, LakeResource, NotifierResource
+from shoplake.ingest import Ingestor
+from shoplake.kafka_io import KafkaWriter, Message
+from shoplake.notify import read_log
+from shoplake.pii import Pseudonymizer
+from shoplake.platform.topics import TopicSpec, ensure_topics
+from shoplake.simulator import SimConfig, simulate
+from shoplake.simulator.sinks import KafkaSink
+from streaming.launch import Launch, start, wait
+from tests.conftest import REPLAY_DAY
+from tests.test_notify import Receiver
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_lag_sensor_sees_progress_lag_and_a_stopped_stream(
+    kafka_bootstrap, tmp_path, monkeypatch, receiver
+):
+    tag = uuid.uuid4().hex[:8]
+    topic, dlq = f"lag-{tag}.events", f"lag-{tag}.dlq"
+    ensure_topics(kafka_bootstrap, {topic: TopicSpec(topic, 3, -1, "delete"),
+                                    dlq: TopicSpec(dlq, 1, -1, "delete")})  # fmt: skip
+    monkeypatch.setattr("shoplake.simulator.sinks.EVENTS_TOPIC", topic)
+    monkeypatch.setattr("shoplake.simulator.sinks.DLQ_TOPIC", dlq)
+    simulate(SimConfig(start=REPLAY_DAY, days=1, users=300, seed=5),
+             KafkaSink(Ingestor(Pseudonymizer(b"k", "k1")), kafka_bootstrap), None,
+             show_progress=False)  # fmt: skip
+    home = tmp_path / "home"
+    recovery = home / "stream" / "recovery"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "BYTEWAX_"))}
+    env.update(SHOPLAKE_HOME=str(home), SHOPLAKE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+               SHOPLAKE_STREAM_TOPICS=f"{topic},{dlq}", SHOPLAKE_STREAM_DLQ_TOPIC=dlq,
+               SHOPLAKE_STREAM_SINKS="parquet", SHOPLAKE_STREAM_METRICS_PORT="0")  # fmt: skip
+    assert speed_status(recovery, kafka_bootstrap, topic).state == "never_started"
+    assert wait(start(Launch(recovery_dir=recovery, snapshot_seconds=1, eof=True), env), 300) == 0
+
+    caught_up = speed_status(recovery, kafka_bootstrap, topic, threshold=10)
+    assert (caught_up.state, caught_up.total_lag) == ("running", 0)
+    assert set(caught_up.lag) == {f"{topic}/{p}" for p in range(3)}
+
+    writer = KafkaWriter(kafka_bootstrap)  # 40 more records the stream has not read
+    writer.send_sync([Message(topic, f"v{i}".encode(), b"{}", int(time.time() * 1000))
+                      for i in range(40)])  # fmt: skip
+    writer.close()
+    behind = speed_status(recovery, kafka_bootstrap, topic, threshold=10)
+    assert (behind.state, behind.total_lag) == ("lagging", 40)
+    stopped = speed_status(recovery, kafka_bootstrap, topic, threshold=10, now=time.time() + 600)
+    assert stopped.state == "down" and "shoplake stream" in stopped.describe(10)
+
+    # The sensor: observations every tick, one notification per change of state.
+    monkeypatch.setenv("SHOPLAKE_HOME", str(home))
+    monkeypatch.setenv("SHOPLAKE_STREAM_TOPICS", f"{topic},{dlq}")
+    monkeypatch.setattr("pipeline_assets.speed.sensors.LAG_THRESHOLD", 10)
+    resources = {
+        "kafka": KafkaResource(bootstrap_servers=kafka_bootstrap),
+        "lake": LakeResource(root=str(home / "lake")),
+        "notifier": NotifierResource(home=str(home), webhook_url=receiver.url),
+    }
+    context = dg.build_sensor_context(resources=resources)
+    result = speed_layer_sensor(context)
+    observed = {e.asset_key.to_user_string(): e.metadata for e in result.asset_events}
+    assert observed["kafka/shop_events"]["speed_layer_lag"].value == 40
+    assert observed["speed/window_metrics"]["files"].value > 0
+    assert "lag 40 messages is above 10" in result.skip_reason.skip_message
+    assert [b["text"].split("\n")[0] for b in receiver.bodies] == [
+        ":warning: *Speed layer: lagging*"
+    ]
+    again = dg.build_sensor_context(resources=resources, cursor=context.cursor)
+    speed_layer_sensor(again)
+    assert len(receiver.bodies) == 1  # same state: no second message
+    assert read_log(home)[0]["slack"] == "delivered"
