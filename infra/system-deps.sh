@@ -4,8 +4,8 @@
 # by `shoplake postgres install`. Needs root (or sudo) only when something is missing.
 #
 #   infra/system-deps.sh          what `make demo` needs
-#   infra/system-deps.sh --test   also what `make test` checks with: promtool and amtool
-#                                 (Debian's prometheus, prometheus-alertmanager)
+#   infra/system-deps.sh --test   also what `make test` checks with: promtool, amtool and a
+#                                 browser (Debian's prometheus, prometheus-alertmanager, chromium)
 set -euo pipefail
 
 need=()
@@ -20,6 +20,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 if [ "${1:-}" = "--test" ]; then
   command -v promtool >/dev/null 2>&1 || need+=(prometheus)
   command -v amtool >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+  command -v chromium >/dev/null 2>&1 || need+=(chromium)  # dashboards in a real browser
 fi
 
 [ ${#need[@]} -eq 0 ] && exit 0

@@ -350,6 +350,10 @@ def verify(demo: Demo, first: date, last: date, counts: dict) -> list[str]:
     return problems
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(days: int, users: int, once: bool, duration: float | None, rate: float,
              console: Console) -> int:  # fmt: skip
     from shoplake.cli import _make_shopdb, print_report
@@ -358,6 +362,7 @@ def run_demo(days: int, users: int, once: bool, duration: float | None, rate: fl
 
     settings = get_settings()
     demo = Demo(settings, console, demo_env(settings, days))
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops the demo like Ctrl-C
     live: LiveTraffic | None = None
     first, last = history_start(days), datetime.now(UTC).date() - timedelta(days=1)
     try:
