@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -88,3 +89,32 @@ def test_lag_sensor_sees_progress_lag_and_a_stopped_stream(
     speed_layer_sensor(again)
     assert len(receiver.bodies) == 1  # same state: no second message
     assert read_log(home)[0]["slack"] == "delivered"
+
+
+def test_speed_alerts_are_posted_once_each(tmp_path, receiver):
+    from datetime import UTC, datetime
+
+    from pipeline_assets.speed.sensors import notify_speed_alerts
+    from streaming.rows import Alert, alert_id
+    from streaming.sinks import ParquetWriter
+
+    now = datetime.now(UTC).replace(microsecond=0)
+    lake = tmp_path / "lake"
+    writer = ParquetWriter(lake)
+    first = Alert(alert_id=alert_id("large_purchase", "v1", now), rule="large_purchase",
+                  severity="warning", window_start=now, subject="visitor v1",
+                  evidence=json.dumps({"order_total": 990.0, "average": 41.5}))  # fmt: skip
+    writer.upsert("alerts", [first, first])  # at-least-once: the same alert twice
+    resources = {"lake": LakeResource(root=str(lake)),
+                 "notifier": NotifierResource(home=str(tmp_path), webhook_url=receiver.url)}  # fmt: skip
+    context = dg.build_sensor_context(resources=resources)
+    notify_speed_alerts(context)
+    (body,) = receiver.bodies
+    assert "Anomaly: large purchase" in body["text"] and "990.0" in json.dumps(body["blocks"])
+    second = Alert(alert_id=alert_id("traffic_spike", "1m", now), rule="traffic_spike",
+                   severity="warning", window_start=now, subject="1m all",
+                   evidence=json.dumps({"events": 900, "previous": 100}))  # fmt: skip
+    writer.upsert("alerts", [first, second])
+    notify_speed_alerts(dg.build_sensor_context(resources=resources, cursor=context.cursor))
+    assert [b["text"].split("*")[1] for b in receiver.bodies] == [
+        "Anomaly: large purchase", "Anomaly: traffic spike"]  # fmt: skip

@@ -136,4 +136,45 @@ def speed_layer_sensor(
     return dg.SensorResult(asset_events=events, skip_reason=message)
 
 
-defs = dg.Definitions(sensors=[speed_layer_sensor])
+MAX_ALERTS_PER_TICK = 20
+
+
+@dg.sensor(
+    name="notify_speed_alerts",
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Posts the speed layer's new anomaly alerts (bots, large purchases, spikes, drops, errors).",
+)
+def notify_speed_alerts(
+    context: dg.SensorEvaluationContext, lake: LakeResource, notifier: NotifierResource
+):
+    from datetime import UTC, datetime, timedelta
+
+    from streaming.sinks import read_table
+
+    since = datetime.now(UTC).date() - timedelta(days=1)
+    alerts = read_table("alerts", lake.root, start=since).sort("window_start", "alert_id")
+    seen = set(json.loads(context.cursor)) if context.cursor else set()
+    new = [a for a in alerts.to_dicts() if a["alert_id"] not in seen]
+    for alert in new[:MAX_ALERTS_PER_TICK]:
+        evidence = json.loads(alert["evidence"]) if alert["evidence"] else {}
+        notifier.send(
+            Notification(
+                title=f"Anomaly: {alert['rule'].replace('_', ' ')}",
+                text=f"{alert['subject']} in the window starting {alert['window_start']:%Y-%m-%d %H:%M:%S} UTC",
+                severity=alert["severity"],
+                source="speed_layer",
+                fields={k: v for k, v in list(evidence.items())[:8]},
+            )
+        )
+    if len(new) > MAX_ALERTS_PER_TICK:
+        notifier.send(Notification(
+            title=f"{len(new) - MAX_ALERTS_PER_TICK} more anomaly alerts",
+            text="See the Live dashboard or the speed/alerts table.", severity="warning",
+            source="speed_layer"))  # fmt: skip
+    # Remember the ids still in the window read, so the cursor stays bounded.
+    context.update_cursor(json.dumps(sorted(set(alerts["alert_id"].to_list()))))
+    return dg.SkipReason(f"{len(new)} new alert(s)")
+
+
+defs = dg.Definitions(sensors=[speed_layer_sensor, notify_speed_alerts])
