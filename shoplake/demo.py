@@ -134,16 +134,30 @@ class Demo:
         return pid
 
     def stop_all(self) -> None:
-        for name, pid in reversed(self.started):
-            if name == "collector":
-                stop_pid(pid, 10)
-            else:
-                stop_group(pid)
-            (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
-            self.console.print(f"  stopped {name} (pid {pid})")
-        self.started.clear()
-        if self.started_kafka:
-            self.console.print(f"  {LocalKafka.from_settings(self.settings).stop()}")
+        """Stop what this run started, newest first. A second Ctrl-C must not leave orphans, so
+        interrupts are ignored until every process is down."""
+        previous = {
+            sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            for name, pid in reversed(self.started):
+                try:
+                    if name == "collector":
+                        stop_pid(pid, 10)
+                    else:
+                        stop_group(pid)
+                except Exception as exc:  # keep stopping the others
+                    self.console.print(f"  [red]could not stop {name} (pid {pid}): {exc}[/]")
+                    continue
+                (self.run_dir / f"{name}.pid").unlink(missing_ok=True)
+                self.console.print(f"  stopped {name} (pid {pid})")
+            self.started.clear()
+            if self.started_kafka:
+                self.console.print(f"  {LocalKafka.from_settings(self.settings).stop()}")
+                self.started_kafka = False
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 def demo_env(settings: Settings, days: int) -> dict[str, str]:
