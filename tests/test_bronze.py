@@ -122,3 +122,26 @@ def test_a_day_kafka_no_longer_holds_fails_and_points_to_the_importer(kafka_boot
     # The next day starts after the kept data: nothing was lost for it.
     assert extract_day(kafka_bootstrap, topic, DAY + timedelta(days=1)).frame.height == 0
     assert datetime.fromtimestamp(start / 1000, UTC).date() == DAY
+
+
+def test_retriable_kafka_errors_are_retried_and_others_are_not():
+    from confluent_kafka import KafkaError, KafkaException
+
+    from pipeline_assets.bronze.kafka_day import retrying
+
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        return "offsets"
+
+    assert retrying(flaky, timeout=10) == "offsets" and len(calls) == 3
+    with pytest.raises(KafkaException):
+        retrying(
+            lambda: (_ for _ in ()).throw(
+                KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+            ),
+            10,
+        )

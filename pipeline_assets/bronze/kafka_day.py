@@ -21,7 +21,7 @@ from typing import Any
 
 import msgspec
 import polars as pl
-from confluent_kafka import OFFSET_END, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 BRONZE_SCHEMA = {
     "kafka_partition": pl.Int32,
@@ -121,6 +121,25 @@ def _guard_retention(
         )
 
 
+def retrying(call, timeout: float):
+    """``call()``, retried with backoff while Kafka says the error is retriable (a leader not
+    elected yet on a new topic, a leader moving): an extraction should not fail on those."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() == KafkaError.NOT_LEADER_FOR_PARTITION
+            )
+            if not retriable or time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
 def extract_day(
     bootstrap: str,
     topic: str,
@@ -139,12 +158,18 @@ def extract_day(
             )
         parts = sorted(md.partitions)
         ranges: dict[int, tuple[int, int]] = {}
-        begins = consumer.offsets_for_times(
-            [TopicPartition(topic, p, start_ms) for p in parts], timeout=timeout
+        begins = retrying(
+            lambda: consumer.offsets_for_times(
+                [TopicPartition(topic, p, start_ms) for p in parts], timeout=timeout
+            ),
+            timeout,
         )
         for b in begins:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, b.partition), timeout=timeout
+            low, high = retrying(
+                lambda b=b: consumer.get_watermark_offsets(
+                    TopicPartition(topic, b.partition), timeout=timeout
+                ),
+                timeout,
             )
             if low > 0:
                 _guard_retention(
