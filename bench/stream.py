@@ -26,11 +26,11 @@ Rates are records/s of wall clock and records per CPU-second of the process (the
             and bot bursts whose 5th event raises an alert at once (the per-event path).
             Latency = first sight of the row - the record timestamp (the collector's receive
             time), on the Kafka output topics (shop.alerts, shop.metrics.10s) and in the Parquet
-            tables, after a warm-up: the merge steps hold windows for shards that never get a
-            record (half of them, see below) for 3 x SHOPLAKE_STREAM_IDLE_SECONDS (90 s).
+            tables, after a warm-up (a live run's merge steps hold windows for shards that have
+            not sent a mark yet, up to 3 x SHOPLAKE_STREAM_IDLE_SECONDS).
 
-Note: partitions (CRC32 % 6) and sub-shards (CRC32 % 8) share a factor 2, so only 24 of the 48
-event shards in expected_shards ever get a record: replays emit windows only at EOF.
+Sub-shards used to be CRC32 % 8 of the key, sharing a factor with the producer's CRC32 % 6
+partitioner, so half the shards never got a record; streaming/events.py now buckets by blake2b.
 """
 
 from __future__ import annotations
