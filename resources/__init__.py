@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from shoplake.notify import Notification, Notifier
 from shoplake.pii import Pseudonymizer
 from shoplake.settings import Settings, get_settings
+from shoplake.warehouse import query as warehouse_query
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -66,6 +68,10 @@ class WarehouseResource(dg.ConfigurableResource):
     @property
     def target(self) -> str:
         return "postgres" if self.dsn else "duckdb"
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
+        """Read-only, opened and closed per call (see shoplake.warehouse)."""
+        return warehouse_query(sql, params, path=self.path, dsn=self.dsn)
 
     def dbt_env(self) -> dict[str, str]:
         """The variables dbt_project/profiles.yml reads for this warehouse."""

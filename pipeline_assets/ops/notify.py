@@ -122,29 +122,13 @@ def notify_check_failures(context: dg.SensorEvaluationContext, notifier: Notifie
 
 
 def daily_kpis(warehouse: WarehouseResource, day: str) -> dict[str, Any] | None:
-    """The day's row of gold.mart_daily_kpis, read-only; None when it is not there (yet)."""
-    sql = (
-        "select daily_active_visitors, n_sessions, n_orders, revenue, conversion_rate, "
-        "bounce_rate from gold.mart_daily_kpis where kpi_date = '{day}'"
+    """The day's row of gold.mart_daily_kpis; None when it is not there (yet)."""
+    frame = warehouse.query(
+        "select daily_active_visitors as visitors, n_sessions as sessions, n_orders as orders, "
+        "revenue, conversion_rate, bounce_rate from gold.mart_daily_kpis where kpi_date = $day",
+        {"day": day},
     )
-    cols = ("visitors", "sessions", "orders", "revenue", "conversion_rate", "bounce_rate")
-    if warehouse.dsn:
-        import psycopg
-
-        conn = psycopg.connect(warehouse.dsn)
-        try:
-            rows = conn.execute(sql.format(day=day)).fetchall()
-        finally:
-            conn.close()
-    else:
-        import duckdb
-
-        con = duckdb.connect(warehouse.path, read_only=True)
-        try:
-            rows = con.sql(sql.format(day=day)).fetchall()
-        finally:
-            con.close()
-    return dict(zip(cols, rows[0], strict=True)) if rows else None
+    return frame.row(0, named=True) if frame.height else None
 
 
 @dg.run_status_sensor(

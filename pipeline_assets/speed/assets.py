@@ -49,30 +49,14 @@ select
     count(*) filter (where event_type = 'purchase') as purchases,
     coalesce(sum(order_total) filter (where event_type = 'purchase' and not is_bot), 0) as revenue
 from gold.fct_events
-where event_date = '{day}'
+where event_date = $day
 """
 
 
 def gold_totals(warehouse: WarehouseResource, day: date) -> dict[str, float]:
     """Events, purchases and non-bot revenue of a day in batch gold."""
-    sql = GOLD_TOTALS_SQL.format(day=day.isoformat())
-    if warehouse.dsn:
-        import psycopg
-
-        conn = psycopg.connect(warehouse.dsn)
-        try:
-            row = conn.execute(sql).fetchall()[0]
-        finally:
-            conn.close()
-    else:
-        import duckdb
-
-        con = duckdb.connect(warehouse.path, read_only=True)
-        try:
-            row = con.sql(sql).fetchall()[0]
-        finally:
-            con.close()
-    return {"events": float(row[0]), "purchases": float(row[1]), "revenue": float(row[2])}
+    row = warehouse.query(GOLD_TOTALS_SQL, {"day": day}).row(0, named=True)
+    return {k: float(v or 0) for k, v in row.items()}
 
 
 def speed_totals(lake_root: str, day: date) -> dict[str, float] | None:

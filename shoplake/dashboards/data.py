@@ -8,7 +8,6 @@ dashboard holding the file open would block the next dbt build.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -16,12 +15,10 @@ from typing import Any
 
 import polars as pl
 
+from shoplake import warehouse
 from shoplake.notify import read_log
 from shoplake.settings import Settings
-
-
-class WarehouseBusy(RuntimeError):
-    """The DuckDB file is locked by a writer (a dbt build is running); retry in a moment."""
+from shoplake.warehouse import WarehouseBusy  # noqa: F401 - the pages catch it as data.WarehouseBusy
 
 
 @dataclass(frozen=True)
@@ -37,36 +34,8 @@ class Sources:
 
 
 def gold(src: Sources, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-    """Run a read-only query on the warehouse. Named parameters as ``$name`` (both engines)."""
-    params = params or {}
-    if src.warehouse_dsn:
-        import psycopg
-
-        pg_sql = sql
-        for name in sorted(params, key=len, reverse=True):
-            pg_sql = pg_sql.replace(f"${name}", f"%({name})s")
-        with psycopg.connect(src.warehouse_dsn) as conn:  # closes on exit
-            cur = conn.execute(pg_sql, params)
-            cols = [d.name for d in cur.description]
-            return pl.DataFrame(cur.fetchall(), schema=cols, orient="row")
-    import duckdb
-
-    if not src.warehouse_path.exists():
-        return pl.DataFrame()
-    for attempt in range(5):
-        try:
-            con = duckdb.connect(str(src.warehouse_path), read_only=True)
-            break
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or attempt == 4:
-                raise WarehouseBusy(
-                    f"the warehouse is being written ({exc}); the page retries on refresh"
-                ) from exc
-            time.sleep(0.2 * (attempt + 1))
-    try:
-        return pl.from_arrow(con.sql(sql, params=params).to_arrow_table())
-    finally:
-        con.close()
+    """A read-only query on the warehouse (named parameters as ``$name``)."""
+    return warehouse.query(sql, params, path=src.warehouse_path, dsn=src.warehouse_dsn)
 
 
 def date_bounds(src: Sources) -> tuple[date, date] | None:
