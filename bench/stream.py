@@ -97,7 +97,7 @@ from streaming.sessions import (
     SessionsLogic,
     finish_active,
     merge_counts,
-    new_session,
+    place_event,
     session_row,
 )
 from streaming.testing import replay_config
@@ -428,29 +428,11 @@ def peer_sessions(batches: Iterator[list], config: StreamConfig, tally: Tally) -
             wm = wms[shard]
             if type(item) is LiveEvent:
                 e = item
-                lst = open_.get(e.anonymous_id)
-                if lst is None:
-                    s = new_session(e)
-                    s.add(e, bot_gap)
-                    open_[e.anonymous_id] = [s]
-                else:
-                    keep, joined = [], None
-                    for s in lst:
-                        if s.last_ms + gap < wm:
-                            take(session_row(s, min_clicks))
-                        elif e.event_ms - s.last_ms <= gap and s.first_ms - e.event_ms <= gap:
-                            if joined is None:
-                                joined = s
-                                keep.append(s)
-                            else:
-                                joined.absorb(s)
-                        else:
-                            keep.append(s)
-                    if joined is None:
-                        joined = new_session(e)
-                        keep.append(joined)
-                    joined.add(e, bot_gap)
-                    open_[e.anonymous_id] = keep
+                keep, closed = place_event(open_.get(e.anonymous_id, []), e, wm, gap, bot_gap,
+                                           min_clicks)  # fmt: skip
+                for row in closed:
+                    take(row)
+                open_[e.anonymous_id] = keep
             minute = WINDOW_1M.index(wm)
             if minute > swept.get(shard, NEVER):  # free closed sessions once per minute
                 swept[shard] = minute

@@ -28,7 +28,7 @@ from streaming.rows import (
     Row,
     TopProduct,
 )
-from streaming.sessions import OpenSession, new_session, session_row
+from streaming.sessions import OpenSession, place_event, session_row
 from streaming.windows import LATE_HORIZON_MS, WINDOW_1M, WINDOW_5M, WINDOW_10S
 
 DAY_MS = 86_400_000
@@ -201,22 +201,9 @@ def _slice() -> list:
 
 def _session(open_: dict[str, list[OpenSession]], e: LiveEvent, wm: int, gap: int, bot_gap: int,
              min_clicks: int, out: Reference) -> None:  # fmt: skip
-    keep, joined = [], None
-    for s in open_.get(e.anonymous_id, []):
-        if s.last_ms + gap < wm:
-            out.add(session_row(s, min_clicks))
-        elif e.event_ms - s.last_ms <= gap and s.first_ms - e.event_ms <= gap:
-            if joined is None:
-                joined = s
-                keep.append(s)
-            else:
-                joined.absorb(s)
-        else:
-            keep.append(s)
-    if joined is None:
-        joined = new_session(e)
-        keep.append(joined)
-    joined.add(e, bot_gap)
+    keep, closed = place_event(open_.get(e.anonymous_id, []), e, wm, gap, bot_gap, min_clicks)
+    for row in closed:
+        out.add(row)
     open_[e.anonymous_id] = keep
 
 

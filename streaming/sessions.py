@@ -80,6 +80,41 @@ def new_session(e: LiveEvent) -> OpenSession:
     )
 
 
+def place_event(
+    sessions: list[OpenSession],
+    e: LiveEvent,
+    wm: int,
+    gap_ms: int,
+    bot_gap_ms: int,
+    bot_min_clicks: int,
+) -> tuple[list[OpenSession], list[Session]]:
+    """The session rule for one event of a visitor: (sessions still open, rows of closed ones).
+
+    Sessions the watermark has passed close; the event joins the open session within ``gap_ms``
+    on either side (merging any others it bridges) or starts a new one. The flow, the reference
+    and the benchmark's plain loop all place events with this one function.
+    """
+    keep: list[OpenSession] = []
+    closed: list[Session] = []
+    joined: OpenSession | None = None
+    for s in sessions:
+        if s.last_ms + gap_ms < wm:
+            closed.append(session_row(s, bot_min_clicks))
+        elif e.event_ms - s.last_ms <= gap_ms and s.first_ms - e.event_ms <= gap_ms:
+            if joined is None:
+                joined = s
+                keep.append(s)
+            else:
+                joined.absorb(s)
+        else:
+            keep.append(s)
+    if joined is None:
+        joined = new_session(e)
+        keep.append(joined)
+    joined.add(e, bot_gap_ms)
+    return keep, closed
+
+
 def session_row(s: OpenSession, bot_min_clicks: int) -> Session:
     started, ended = from_ms(s.first_ms), from_ms(s.last_ms)
     return Session(
@@ -122,35 +157,10 @@ class SessionsLogic(ShardLogic):
         return out
 
     def on_event(self, e: LiveEvent, wm: int) -> list:
-        out = []
-        sessions = self.s["open"].get(e.anonymous_id)
-        if sessions is None:
-            self.s["open"][e.anonymous_id] = [self._start(e)]
-            return out
-        keep = []
-        joined: OpenSession | None = None
-        for s in sessions:
-            if s.last_ms + self.gap_ms < wm:  # closed by the watermark already
-                out.append(session_row(s, self.bot_min_clicks))
-            elif e.event_ms - s.last_ms <= self.gap_ms and s.first_ms - e.event_ms <= self.gap_ms:
-                if joined is None:
-                    joined = s
-                    keep.append(s)
-                else:
-                    joined.absorb(s)
-            else:
-                keep.append(s)
-        if joined is None:
-            keep.append(self._start(e))
-        else:
-            joined.add(e, self.bot_gap_ms)
+        keep, closed = place_event(self.s["open"].get(e.anonymous_id, []), e, wm, self.gap_ms,
+                                   self.bot_gap_ms, self.bot_min_clicks)  # fmt: skip
         self.s["open"][e.anonymous_id] = keep
-        return out
-
-    def _start(self, e: LiveEvent) -> OpenSession:
-        s = new_session(e)
-        s.add(e, self.bot_gap_ms)
-        return s
+        return closed
 
     def flush(self, wm: int) -> list:
         """Free closed sessions once per minute of watermark (closing itself is exact per event)."""
