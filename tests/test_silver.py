@@ -104,6 +104,21 @@ def test_contract_violations_are_quarantined_with_the_check():
     assert q["reason"] == "contract_violation" and "price" in q["detail"]
 
 
+def test_a_record_that_is_not_json_is_quarantined_not_fatal():
+    good = ev(T0)
+    frame = bronze([good, ev(T0 + timedelta(seconds=1))])
+    broken = [frame["value"][1][:40], "not json"]  # truncated, and not JSON at all
+    frame = pl.concat(
+        [frame, frame.tail(1).with_columns(kafka_offset=pl.lit(2, pl.Int64), event_id=pl.lit("e3"))]
+    )
+    frame = frame.with_columns(pl.Series("value", [frame["value"][0], *broken]))
+    out = build_silver_events(frame, D)
+    assert out.events["event_id"].to_list() == [good["event_id"]]
+    assert out.quarantine["reason"].to_list() == ["unparseable", "unparseable"]
+    assert out.quarantine["raw"].to_list() == broken  # the raw record is kept, byte for byte
+    assert out.stats["input_rows"] == 3 and out.stats["quarantined"] == 2
+
+
 def test_bots_by_user_agent_and_by_click_cadence():
     crawler = ev(T0, anon="crawler", context={"platform": "web", "user_agent": "Googlebot/2.1"})
     burst = [ev(T0 + timedelta(milliseconds=60 * i), anon="fast") for i in range(5)]
