@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from pipeline_assets.bronze import kafka_day
 from pipeline_assets.bronze.kafka_day import DayOutsideRetention, day_bounds_ms, extract_day
 from pipeline_assets.lakeio import DATA_FILE, MANIFEST, partition_dir, write_partition
 from shoplake.platform.topics import TopicSpec, ensure_topics
@@ -83,6 +84,22 @@ def test_exactly_the_records_of_the_day(kafka_bootstrap: str, tmp_path):
     assert [p.name for p in table.iterdir()] == [
         partition_dir(table, DAY).name
     ]  # no temp dirs left
+
+
+def test_a_day_read_in_chunks_is_the_same_frame(kafka_bootstrap: str, monkeypatch):
+    """Large days are accumulated in chunks (bounded Python lists); the result must not change."""
+    topic = fresh_topic(kafka_bootstrap, partitions=3)
+    start, _ = day_bounds_ms(DAY)
+    produce(kafka_bootstrap, topic, [
+        (start + 1000 * i, {"event_id": f"e{i:03d}", "event_type": "page_view", "anonymous_id": f"a{i % 7}"})
+        for i in range(60)
+    ])  # fmt: skip
+    whole = extract_day(kafka_bootstrap, topic, DAY)
+    monkeypatch.setattr(kafka_day, "CHUNK", 7)
+    chunked = extract_day(kafka_bootstrap, topic, DAY)
+    assert whole.frame.height == 60
+    assert chunked.frame.equals(whole.frame)
+    assert chunked.manifest == whole.manifest
 
 
 def test_an_empty_day_is_an_empty_partition(kafka_bootstrap: str):

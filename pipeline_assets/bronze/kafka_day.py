@@ -140,6 +140,22 @@ def retrying(call, timeout: float):
             delay = min(delay * 2, 2.0)
 
 
+CHUNK = 200_000
+
+
+def _frame(cols: dict[str, list], schema: dict[str, Any]) -> pl.DataFrame:
+    """The accumulated column lists as a typed frame; the lists are emptied."""
+    frame = pl.DataFrame(
+        {
+            k: pl.Series(k, v, dtype=pl.Int64 if k == "kafka_timestamp" else schema[k])
+            for k, v in cols.items()
+        }
+    ).with_columns(pl.col("kafka_timestamp").cast(pl.Datetime("ms", "UTC")))
+    for v in cols.values():
+        v.clear()
+    return frame
+
+
 def extract_day(
     bootstrap: str,
     topic: str,
@@ -179,7 +195,9 @@ def extract_day(
             if high > begin:
                 ranges[b.partition] = (begin, high)
 
-        cols: dict[str, list] = {k: [] for k in (DLQ_SCHEMA if dlq else BRONZE_SCHEMA)}
+        schema = DLQ_SCHEMA if dlq else BRONZE_SCHEMA
+        cols: dict[str, list] = {k: [] for k in schema}
+        chunks: list[pl.DataFrame] = []  # Python lists are flushed to Arrow every CHUNK rows
         stats: dict[int, dict[str, int]] = {}
         if ranges:
             consumer.assign([TopicPartition(topic, p, b) for p, (b, _) in ranges.items()])
@@ -227,17 +245,13 @@ def extract_day(
                     s["first_offset"] = min(s["first_offset"], off)
                     s["last_offset"] = max(s["last_offset"], off)
                     s["rows"] += 1
+                    if len(cols["value"]) >= CHUNK:
+                        chunks.append(_frame(cols, schema))
     finally:
         consumer.close()
 
-    schema = DLQ_SCHEMA if dlq else BRONZE_SCHEMA
-    frame = pl.DataFrame(
-        {
-            k: pl.Series(k, v, dtype=pl.Int64 if k == "kafka_timestamp" else schema[k])
-            for k, v in cols.items()
-        }
-    ).with_columns(pl.col("kafka_timestamp").cast(pl.Datetime("ms", "UTC")))
-    frame = frame.sort("kafka_partition", "kafka_offset")
+    chunks.append(_frame(cols, schema))
+    frame = pl.concat(chunks, rechunk=True).sort("kafka_partition", "kafka_offset")
     ids = sorted(i for i in frame["event_id"].to_list() if i)
     manifest = {
         "topic": topic,
