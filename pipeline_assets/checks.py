@@ -7,13 +7,12 @@ partition back. The Pandera checks on silver are blocking: bad silver stops gold
 import hashlib
 import json
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
-from pipeline_assets.lakeio import read_manifest, read_partition
+from pipeline_assets.lakeio import LakePath, read_manifest, read_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.silver.schema import SilverEvent
 from resources import LakeResource
@@ -85,7 +84,7 @@ def _kafka_manifest_check(name: str) -> dg.AssetChecksDefinition:
     return _check
 
 
-def _manifest_day(table: Path, day: date) -> dg.AssetCheckResult:
+def _manifest_day(table: LakePath, day: date) -> dg.AssetCheckResult:
     frame, manifest = read_partition(table, day), read_manifest(table, day)
     if frame is None or manifest is None:
         return dg.AssetCheckResult(passed=False, metadata={"error": f"partition {day} is missing"})
@@ -116,7 +115,9 @@ def _pandera_check(
     return _check
 
 
-def _validate_day(folder: Path, day: date, model: type[pa.DataFrameModel]) -> dg.AssetCheckResult:
+def _validate_day(
+    folder: LakePath, day: date, model: type[pa.DataFrameModel]
+) -> dg.AssetCheckResult:
     frame = read_partition(folder, day)
     if frame is None:
         return dg.AssetCheckResult(passed=False, metadata={"error": "partition missing"})
@@ -153,7 +154,7 @@ def silver_events_volume(
     return combine({day: _volume_day(table, day) for day in check_days(context)})
 
 
-def _volume_day(table: Path, day: date) -> dg.AssetCheckResult:
+def _volume_day(table: LakePath, day: date) -> dg.AssetCheckResult:
     today, yesterday = read_manifest(table, day), read_manifest(table, day - timedelta(days=1))
     rows = today["silver_rows"] if today else 0
     if yesterday is None or yesterday["silver_rows"] == 0:

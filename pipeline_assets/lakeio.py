@@ -1,7 +1,13 @@
-"""Writing and reading lake partitions: atomic replace, a manifest beside the data, stable bytes."""
+"""Writing and reading lake partitions: atomic replace, a manifest beside the data, stable bytes.
+
+A table folder is a local ``Path`` or, when the lake root is ``s3://bucket/prefix``, a
+universal_pathlib ``UPath`` over s3fs. Object stores have no rename, so there the data object is
+written first and the manifest last: an s3 partition is present only once its manifest exists.
+"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -12,41 +18,88 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from upath import UPath
 
 DATA_FILE = "part-0.parquet"
 MANIFEST = "_manifest.json"
+OBJECT_STORES = ("s3",)
+
+# A local folder, or a location in an object store (UPath: same ``/``, exists, glob, read_text).
+LakePath = Path | UPath
 
 
 @dataclass(frozen=True)
 class WrittenPartition:
-    path: Path
+    path: LakePath
     rows: int
     bytes: int
     manifest: dict[str, Any]
 
 
-def partition_dir(table_dir: Path, day: date | str) -> Path:
+def lake_location(root: str, s3_endpoint_url: str | None = None) -> LakePath:
+    """The lake root as a path: a local folder, or ``s3://bucket/prefix`` through s3fs.
+
+    Credentials and region come from the standard AWS chain (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, a profile or an instance role).
+    """
+    if "://" not in root:
+        return Path(root)
+    scheme = root.split("://", 1)[0]
+    if scheme not in OBJECT_STORES:
+        raise ValueError(
+            f"lake root {root!r}: {scheme}:// is not supported; set SHOPLAKE_LAKE_ROOT to a local "
+            "folder or an s3://bucket/prefix URL"
+        )
+    return UPath(root, **s3_options(s3_endpoint_url))
+
+
+def s3_options(endpoint_url: str | None) -> dict[str, Any]:
+    """s3fs options. Listings are not cached: other processes write the lake too."""
+    return {"use_listings_cache": False} | ({"endpoint_url": endpoint_url} if endpoint_url else {})
+
+
+def is_object_store(path: LakePath) -> bool:
+    return isinstance(path, UPath) and path.protocol in OBJECT_STORES
+
+
+def register_lake(con: Any, root: LakePath) -> None:
+    """Let a DuckDB connection read ``root``'s URLs (fsspec; DuckDB's httpfs is not used)."""
+    if is_object_store(root):
+        con.register_filesystem(root.fs)
+
+
+def partition_dir(table_dir: LakePath, day: date | str) -> LakePath:
     return table_dir / f"date={day if isinstance(day, str) else day.isoformat()}"
 
 
-def write_partition(
-    table_dir: Path, day: date | str, df: pl.DataFrame, manifest: dict[str, Any]
-) -> WrittenPartition:
-    """Write ``df`` + manifest to a temporary folder, then swap it in for ``date=<day>``.
+def _manifest_text(manifest: dict[str, Any]) -> str:
+    return json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
 
-    Readers glob ``date=*/``; the temporary and old folders start with a dot, so a reader never
-    sees a half-written partition. The same frame gives the same bytes (no wall-clock metadata).
+
+def write_partition(
+    table_dir: LakePath, day: date | str, df: pl.DataFrame, manifest: dict[str, Any]
+) -> WrittenPartition:
+    """Replace partition ``date=<day>`` of ``table_dir`` with ``df`` and its manifest.
+
+    The same frame gives the same bytes (no wall-clock metadata), locally and on s3.
     """
-    final = partition_dir(table_dir, day)
+    manifest = {**manifest, "rows": df.height}
+    if is_object_store(table_dir):
+        return _write_objects(partition_dir(table_dir, day), df, manifest)
+    return _write_folder(table_dir, partition_dir(table_dir, day), df, manifest)
+
+
+def _write_folder(
+    table_dir: Path, final: Path, df: pl.DataFrame, manifest: dict[str, Any]
+) -> WrittenPartition:
+    """Write to a temporary folder, then swap it in. Readers glob ``date=*/``; the temporary and
+    old folders start with a dot, so a reader never sees a half-written partition."""
     table_dir.mkdir(parents=True, exist_ok=True)
     tmp = table_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         df.write_parquet(tmp / DATA_FILE, compression="zstd", compression_level=3, statistics=True)
-        manifest = {**manifest, "rows": df.height}
-        (tmp / MANIFEST).write_text(
-            json.dumps(manifest, indent=2, sort_keys=True, default=str) + "\n"
-        )
+        (tmp / MANIFEST).write_text(_manifest_text(manifest))
         if final.exists():
             old = table_dir / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
             os.rename(final, old)
@@ -60,15 +113,45 @@ def write_partition(
     return WrittenPartition(final, df.height, (final / DATA_FILE).stat().st_size, manifest)
 
 
-def read_partition(table_dir: Path, day: date | str) -> pl.DataFrame | None:
-    path = partition_dir(table_dir, day) / DATA_FILE
-    return pl.read_parquet(path) if path.exists() else None
+def _write_objects(final: UPath, df: pl.DataFrame, manifest: dict[str, Any]) -> WrittenPartition:
+    """One PUT per object, each atomic. The old manifest goes first, so a rewrite that fails
+    halfway reads as a missing partition, never as new data under the old manifest."""
+    data = _parquet_bytes(df)
+    (final / MANIFEST).unlink(missing_ok=True)
+    (final / DATA_FILE).write_bytes(data)
+    (final / MANIFEST).write_text(_manifest_text(manifest))
+    return WrittenPartition(final, df.height, len(data), manifest)
 
 
-def read_partitions(table_dir: Path, days: list[date]) -> list[pl.DataFrame]:
+def _parquet_bytes(df: pl.DataFrame) -> bytes:
+    """The Parquet bytes of a partition (the same as the local file's)."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", compression_level=3, statistics=True)
+    return buf.getvalue()
+
+
+def _present(folder: LakePath) -> bool:
+    return (folder / (MANIFEST if is_object_store(folder) else DATA_FILE)).exists()
+
+
+def read_partition(table_dir: LakePath, day: date | str) -> pl.DataFrame | None:
+    folder = partition_dir(table_dir, day)
+    if not _present(folder):
+        return None
+    path = folder / DATA_FILE
+    return pl.read_parquet(path.read_bytes() if is_object_store(path) else path)
+
+
+def read_partitions(table_dir: LakePath, days: list[date]) -> list[pl.DataFrame]:
     return [df for d in days if (df := read_partition(table_dir, d)) is not None]
 
 
-def read_manifest(table_dir: Path, day: date | str) -> dict[str, Any] | None:
+def read_manifest(table_dir: LakePath, day: date | str) -> dict[str, Any] | None:
     path = partition_dir(table_dir, day) / MANIFEST
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def stored_days(table_dir: LakePath) -> list[date]:
+    """The days of the partitions present in ``table_dir``, in order."""
+    marker = MANIFEST if is_object_store(table_dir) else DATA_FILE
+    return sorted(date.fromisoformat(p.parent.name[5:]) for p in table_dir.glob(f"date=*/{marker}"))

@@ -1,7 +1,8 @@
 """Dagster resources, and the one place that picks them per environment (SHOPLAKE_ENV).
 
 local: DuckDB file + Parquet lake under SHOPLAKE_HOME, the provisioned Kafka, SQLite shop DB.
-ci/prod: the same resource types pointed at configured services; secrets only through EnvVar.
+ci/prod: the same resource types pointed at configured services (the lake may be an s3:// URL,
+SHOPLAKE_LAKE_ROOT); secrets only through EnvVar or, for S3, the standard AWS credential chain.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
+from pipeline_assets.lakeio import LakePath, is_object_store, lake_location
 from shoplake.notify import Notification, Notifier
 from shoplake.pii import Pseudonymizer
 from shoplake.settings import Settings, get_settings
@@ -20,17 +22,37 @@ from shoplake.warehouse import query as warehouse_query
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The Parquet lake: ``<root>/<layer>/<table>/date=YYYY-MM-DD/``."""
+    """The Parquet lake: ``<root>/<layer>/<table>/date=YYYY-MM-DD/``.
+
+    ``root`` is a local folder or ``s3://bucket/prefix`` (s3fs; credentials from the standard AWS
+    variables or role). The speed layer's tables stay on local disk, under ``speed_root``.
+    """
 
     root: str
+    s3_endpoint_url: str | None = None  # an S3-compatible store; unset: AWS S3
+    speed_root: str = ""  # default: root
 
-    def table_dir(self, layer: str, table: str) -> Path:
-        if "://" in self.root:
-            raise NotImplementedError(
-                f"lake root {self.root!r}: object-store roots are declared but not wired yet; "
-                "use a local path (SHOPLAKE_HOME) for now"
+    def location(self) -> LakePath:
+        return lake_location(self.root, self.s3_endpoint_url)
+
+    def table_dir(self, layer: str, table: str) -> LakePath:
+        return self.location() / layer / table
+
+    @property
+    def speed_lake_root(self) -> str:
+        root = self.speed_root or self.root
+        if "://" in root:
+            raise ValueError(
+                f"speed tables at {root!r}: the speed layer writes local Parquet only; give the "
+                "lake resource a local speed_root (resources_for uses SHOPLAKE_HOME/lake)"
             )
-        return Path(self.root) / layer / table
+        return root
+
+    def dbt_env(self) -> dict[str, str]:
+        """What dbt_project/profiles.yml reads, besides the lake_root var, to open an s3 lake."""
+        if not is_object_store(self.location()):
+            return {}
+        return {"SHOPLAKE_S3_ENDPOINT_URL": self.s3_endpoint_url or ""}
 
 
 class KafkaResource(dg.ConfigurableResource):
@@ -121,7 +143,11 @@ def _dbt() -> Any:
 def _local(s: Settings) -> dict[str, Any]:
     return {
         "dbt": _dbt(),
-        "lake": LakeResource(root=str(s.home / "lake")),
+        "lake": LakeResource(
+            root=s.lake_root,
+            s3_endpoint_url=s.s3_endpoint_url,
+            speed_root=str(s.speed_lake_root),
+        ),
         "kafka": KafkaResource(bootstrap_servers=s.bootstrap_servers),
         "shopdb": ShopDBResource(dsn=s.pg_dsn, sqlite_path=str(s.shopdb_sqlite_path)),
         "warehouse": WarehouseResource(path=str(s.home / "warehouse.duckdb"), dsn=s.warehouse_dsn),

@@ -366,14 +366,14 @@ def import_(source: Path, mapping: str) -> None:
 
     Rows that fail the contract are kept in bronze/import_rejects with the reason.
     """
+    from pipeline_assets.lakeio import lake_location
     from shoplake.importers.land import import_file
     from shoplake.ingest import Ingestor
 
     settings = get_settings()
     try:
-        report = import_file(
-            mapping, source, settings.home / "lake", Ingestor.from_settings(settings)
-        )
+        lake = lake_location(settings.lake_root, settings.s3_endpoint_url)
+        report = import_file(mapping, source, lake, Ingestor.from_settings(settings))
     except Exception as exc:
         _fail(exc)
     table = Table("what", "count", title=f"import {report.mapping} from {source}")

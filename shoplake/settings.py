@@ -21,6 +21,8 @@ DEV_WRITE_KEY = "dev-write-key"
 ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_ENV": "local",
     "SHOPLAKE_HOME": None,  # default: <repo>/.shoplake
+    "SHOPLAKE_LAKE_ROOT": None,  # batch lake: a folder or s3://bucket/prefix; default: <home>/lake
+    "SHOPLAKE_S3_ENDPOINT_URL": None,  # S3-compatible store (MinIO, ...); unset: AWS S3
     "SHOPLAKE_KAFKA_BOOTSTRAP": None,  # set: use that cluster, provision nothing
     "SHOPLAKE_KAFKA_PORT": "9092",
     "SHOPLAKE_KAFKA_CONTROLLER_PORT": "9093",
@@ -73,6 +75,8 @@ class Settings:
     warehouse_dsn: str | None = None
     slack_webhook_url: str | None = None
     dagster_url: str = "http://127.0.0.1:3000"
+    lake_root: str = ""
+    s3_endpoint_url: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -85,6 +89,11 @@ class Settings:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
 
     @property
+    def speed_lake_root(self) -> Path:
+        """The speed layer's tables stay on local disk whatever the batch lake root is."""
+        return self.home / "lake"
+
+    @property
     def shopdb_sqlite_path(self) -> Path:
         return self.home / "shopdb.sqlite"
 
@@ -94,6 +103,13 @@ def _get(name: str, env: dict[str, str]) -> str | None:
     if value is None or value == "":
         return ENV_VARS[name]
     return value
+
+
+def _lake_root(raw: str | None, home: Path) -> str:
+    """A URL as given (checked where the lake is opened), a folder made absolute."""
+    if raw is None:
+        return str(home / "lake")
+    return raw.rstrip("/") if "://" in raw else str(Path(raw).resolve())
 
 
 def get_settings(env: dict[str, str] | None = None) -> Settings:
@@ -149,4 +165,6 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         warehouse_dsn=_get("SHOPLAKE_WAREHOUSE_DSN", env),
         slack_webhook_url=_get("SHOPLAKE_SLACK_WEBHOOK_URL", env),
         dagster_url=_get("SHOPLAKE_DAGSTER_URL", env) or "http://127.0.0.1:3000",
+        lake_root=_lake_root(_get("SHOPLAKE_LAKE_ROOT", env), home),
+        s3_endpoint_url=_get("SHOPLAKE_S3_ENDPOINT_URL", env),
     )

@@ -1,4 +1,5 @@
-"""Real components for the tests: a Kafka broker, a PostgreSQL cluster and the collector.
+"""Real components for the tests: a Kafka broker, a PostgreSQL cluster, the collector and an
+S3-compatible server (moto).
 
 Each is started once per session in a throw-away home (ports chosen free). Under CI=true a
 component that cannot be started fails the run; elsewhere the tests that need it are skipped
@@ -7,6 +8,7 @@ with the reason and the command that fixes it.
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -129,3 +131,37 @@ def collector(
     c = RunningCollector(collector_env(tmp_path_factory.mktemp("collector"), kafka_bootstrap))
     yield c
     c.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on a free loopback port, with throw-away AWS credentials in the
+    environment for the session (s3fs here and in dbt's subprocess read them from there)."""
+    try:
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)  # any free port
+        server.start()
+    except Exception as exc:
+        unavailable("S3 (moto server)", exc)
+    env = pytest.MonkeyPatch()
+    env.setenv("AWS_ACCESS_KEY_ID", "test-key")
+    env.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+    env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    env.delenv("AWS_ENDPOINT_URL", raising=False)
+    env.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    env.undo()
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    """A new empty bucket on the session's S3 server."""
+    import s3fs
+
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True).mkdir(name)
+    return name

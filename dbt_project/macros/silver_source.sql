@@ -1,6 +1,7 @@
 {#
   Where a silver table is read from.
-  - DuckDB reads the Parquet lake in place: daily tables (events, sessions, quarantine) from every
+  - DuckDB reads the Parquet lake in place (a folder, or s3:// through the fsspec filesystem that
+    profiles.yml registers): daily tables (events, sessions, quarantine) from every
     date=* partition; snapshot tables (orders, products, ...) from the partition of the run's
     max_date, which holds the state as of the end of that day.
   - Postgres reads schema "silver", loaded from the same partitions before the build

@@ -78,9 +78,9 @@ def shoplake_dbt_models(
     lake: LakeResource,
     warehouse: WarehouseResource,
 ):
-    os.environ.update(warehouse.dbt_env())  # read by dbt_project/profiles.yml
+    os.environ.update(warehouse.dbt_env() | lake.dbt_env())  # read by dbt_project/profiles.yml
     if warehouse.dsn:
-        loaded = load_silver(warehouse.dsn, lake.root, partition_days(context))
+        loaded = load_silver(warehouse.dsn, lake.location(), partition_days(context))
         context.log.info(
             "loaded silver into Postgres: " + ", ".join(f"{t.table}={t.rows}" for t in loaded)
         )

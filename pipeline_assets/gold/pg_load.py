@@ -10,11 +10,10 @@ as of the window's last day, replaced whole. Nested columns (purchase items) bec
 import io
 from dataclasses import dataclass
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
-from pipeline_assets.lakeio import read_partition
+from pipeline_assets.lakeio import LakePath, lake_location, read_partition
 
 SCHEMA = "silver"
 DAILY_TABLES = ("events", "events_quarantine", "sessions")
@@ -95,11 +94,11 @@ def _copy(cur, table: str, frame: pl.DataFrame, lake_day: date | None) -> None:
         copy.write(buf.getvalue())
 
 
-def load_silver(dsn: str, lake_root: str | Path, days: list[date]) -> list[Loaded]:
+def load_silver(dsn: str, lake_root: str | LakePath, days: list[date]) -> list[Loaded]:
     """Copy the window's silver partitions into Postgres, in one transaction."""
     import psycopg
 
-    root = Path(lake_root) / "silver"
+    root = (lake_location(lake_root) if isinstance(lake_root, str) else lake_root) / "silver"
     loaded: list[Loaded] = []
     conn = psycopg.connect(dsn)
     try:

@@ -7,13 +7,12 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import msgspec
 import polars as pl
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline_assets.lakeio import write_partition
+from pipeline_assets.lakeio import LakePath, read_partition, stored_days, write_partition
 from shoplake.ingest import Accepted, DlqRecord, Ingestor
 from shoplake.kafka_io import KafkaWriter, Message
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -77,15 +76,16 @@ def retry_key(rec: DlqRecord) -> str:
     return rec.event_id or hashlib.sha256(raw_bytes(rec)).hexdigest()[:32]
 
 
-def load_history(path: Path) -> pl.DataFrame:
-    files = sorted(path.glob("date=*/part-0.parquet"))
-    return pl.read_parquet(files[-1]) if files else pl.DataFrame(schema=HISTORY_SCHEMA)
+def load_history(path: LakePath) -> pl.DataFrame:
+    days = stored_days(path)
+    latest = read_partition(path, days[-1]) if days else None
+    return pl.DataFrame(schema=HISTORY_SCHEMA) if latest is None else latest
 
 
 def retry_dlq(
     bootstrap: str,
     ingestor: Ingestor,
-    history_dir: Path,
+    history_dir: LakePath,
     now: datetime | None = None,
     dlq_topic: str = DLQ_TOPIC,
     events_topic: str = EVENTS_TOPIC,

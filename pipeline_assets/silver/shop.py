@@ -8,22 +8,19 @@ each key). products and customers: SCD2 history of price and segment, with ``val
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 
 import polars as pl
 
 from pipeline_assets.bronze.shopdb import table_schema
+from pipeline_assets.lakeio import LakePath, read_partitions, stored_days
 from shoplake.simulator.shopdb import KEYS
 
 SCD2_TRACKED = {"products": "price", "customers": "segment"}
 
 
-def history_until(bronze_dir: Path, table: str, day: date) -> pl.DataFrame:
+def history_until(bronze_dir: LakePath, table: str, day: date) -> pl.DataFrame:
     """Every bronze version of ``table`` extracted on or before ``day``."""
-    frames = []
-    for part in sorted(bronze_dir.glob("date=*/part-0.parquet")):
-        if date.fromisoformat(part.parent.name[5:]) <= day:
-            frames.append(pl.read_parquet(part))
+    frames = read_partitions(bronze_dir, [d for d in stored_days(bronze_dir) if d <= day])
     if not frames:
         return pl.DataFrame(schema=table_schema(table))
     return pl.concat(frames, how="vertical_relaxed")

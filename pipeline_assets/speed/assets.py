@@ -93,7 +93,9 @@ def compare(speed: dict[str, float], gold: dict[str, float]) -> dict[str, float]
 def speed_layer_reconciliation(
     context: dg.AssetCheckExecutionContext, lake: LakeResource, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    return combine({day: reconcile_day(lake.root, warehouse, day) for day in check_days(context)})
+    return combine(
+        {day: reconcile_day(lake.speed_lake_root, warehouse, day) for day in check_days(context)}
+    )
 
 
 def reconcile_day(lake_root: str, warehouse: WarehouseResource, day: date) -> dg.AssetCheckResult:

@@ -116,7 +116,7 @@ def speed_layer_sensor(
                 "lag_by_partition": dg.MetadataValue.json(status.lag),
             },
         ),
-        *(table_observation(lake.root, t) for t in TABLES),
+        *(table_observation(lake.speed_lake_root, t) for t in TABLES),
     ]
     previous = json.loads(context.cursor) if context.cursor else {}
     if status.state != previous.get("state") and (status.state in ("lagging", "down") or previous):
@@ -153,7 +153,9 @@ def notify_speed_alerts(
     from streaming.sinks import read_table
 
     since = datetime.now(UTC).date() - timedelta(days=1)
-    alerts = read_table("alerts", lake.root, start=since).sort("window_start", "alert_id")
+    alerts = read_table("alerts", lake.speed_lake_root, start=since).sort(
+        "window_start", "alert_id"
+    )
     seen = set(json.loads(context.cursor)) if context.cursor else set()
     new = [a for a in alerts.to_dicts() if a["alert_id"] not in seen]
     for alert in new[:MAX_ALERTS_PER_TICK]:

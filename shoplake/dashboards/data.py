@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
@@ -20,17 +20,28 @@ from shoplake.notify import read_log
 from shoplake.settings import Settings
 from shoplake.warehouse import WarehouseBusy  # noqa: F401 - the pages catch it as data.WarehouseBusy
 
+if TYPE_CHECKING:
+    from pipeline_assets.lakeio import LakePath
+
 
 @dataclass(frozen=True)
 class Sources:
-    lake_root: Path
+    lake_root: Path  # local: the speed tables, and the batch lake unless batch_root is set
     warehouse_path: Path
     warehouse_dsn: str | None
     home: Path
+    batch_root: LakePath | None = None  # the batch lake when it is elsewhere (an s3:// root)
 
     @classmethod
     def from_settings(cls, s: Settings) -> Sources:
-        return cls(s.home / "lake", s.home / "warehouse.duckdb", s.warehouse_dsn, s.home)
+        from pipeline_assets.lakeio import lake_location
+
+        batch = lake_location(s.lake_root, s.s3_endpoint_url)
+        return cls(s.speed_lake_root, s.home / "warehouse.duckdb", s.warehouse_dsn, s.home, batch)
+
+    @property
+    def batch_lake(self) -> LakePath:
+        return self.batch_root or self.lake_root
 
 
 def gold(src: Sources, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
@@ -234,7 +245,8 @@ def live_top_products(src: Sources, ranking: str = "views") -> pl.DataFrame:
 def latest_partitions(src: Sources) -> pl.DataFrame:
     rows = []
     for layer in ("bronze", "silver", "speed"):
-        for table in sorted(p for p in (src.lake_root / layer).glob("*") if p.is_dir()):
+        root = src.lake_root if layer == "speed" else src.batch_lake
+        for table in sorted(p for p in (root / layer).glob("*") if p.is_dir()):
             days = sorted(p.name[5:] for p in table.glob("date=*"))
             if days:
                 rows.append({"layer": layer, "table": table.name, "latest": days[-1],
@@ -247,7 +259,7 @@ def rejects_by_day(src: Sources) -> pl.DataFrame:
     """Quarantined rows (silver) and dead letters (bronze DLQ) per day, from the manifests."""
     rows = []
     for label, table in (("quarantined", "silver/events_quarantine"), ("dlq", "bronze/dlq_events")):
-        for manifest in sorted((src.lake_root / table).glob("date=*/_manifest.json")):
+        for manifest in sorted((src.batch_lake / table).glob("date=*/_manifest.json")):
             n = json.loads(manifest.read_text()).get("rows", 0)
             rows.append({"day": manifest.parent.name[5:], "kind": label, "rows": n})
     return pl.DataFrame(rows, schema={"day": pl.String, "kind": pl.String, "rows": pl.Int64})

@@ -17,7 +17,7 @@ import msgspec
 import polars as pl
 
 from pipeline_assets.bronze.kafka_day import BRONZE_SCHEMA
-from pipeline_assets.lakeio import write_partition
+from pipeline_assets.lakeio import LakePath, write_partition
 from shoplake.importers.mapping import Mapping, build_events
 from shoplake.ingest import Accepted, Ingestor
 
@@ -40,7 +40,7 @@ def import_table_name(mapping: str) -> str:
 
 
 def import_file(
-    mapping_name: str, source: Path, lake_root: Path, ingestor: Ingestor
+    mapping_name: str, source: Path, lake_root: LakePath, ingestor: Ingestor
 ) -> ImportReport:
     mapping = Mapping.load(mapping_name)
     docs, skipped = build_events(mapping, source)
