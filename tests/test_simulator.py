@@ -170,7 +170,7 @@ def test_live_mode_paces_by_the_wall_clock():
     import time
 
     from shoplake.simulator.faults import Record
-    from shoplake.simulator.run import _emit
+    from shoplake.simulator.run import SimReport, _Emitter
 
     class Clocked(Sink):
         def __init__(self):
@@ -183,7 +183,98 @@ def test_live_mode_paces_by_the_wall_clock():
     sink = Clocked()
     records = [Record(1000.0 + 0.3 * i, b"{}", None, "page_view", True) for i in range(4)]
     t0 = time.monotonic()
-    _emit(records, sink, SimConfig(live=True), lambda n: None)
+    emitter = _Emitter(sink, SimConfig(live=True), SimReport())
+    emitter.emit(records[:2])  # two slices' worth: the second keeps the first one's clock
+    emitter.emit(records[2:])
     offsets = [round(t - t0, 1) for t in sink.at]
     assert offsets[0] < 0.15 and 0.8 <= offsets[-1] < 1.3
     assert all(b >= a for a, b in itertools.pairwise(offsets))
+
+
+class InFlight(Sink):
+    """Checks receive order across writes and tracks the most records that were generated (by
+    fault injection) but not yet handed to the sink: what the simulator was holding."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.produced = self.written = self.most = 0
+        self.last = float("-inf")
+        self.in_order = True
+
+    def write(self, records) -> None:
+        self.most = max(self.most, self.produced - self.written)
+        self.in_order &= all(r.received >= self.last for r in records)
+        self.in_order &= all(a.received <= b.received for a, b in itertools.pairwise(records))
+        self.last = records[-1].received
+        self.written += len(records)
+
+
+def in_flight(monkeypatch: pytest.MonkeyPatch, users: int) -> InFlight:
+    import shoplake.simulator.run as run_module
+
+    sink = InFlight()
+    inject = run_module.inject
+
+    def counted(*args):
+        records = inject(*args)
+        sink.produced += len(records)
+        return records
+
+    monkeypatch.setattr(run_module, "inject", counted)
+    rates = FaultRates(late=0.01, duplicate=0.01, bot_burst=0.01)
+    config = SimConfig(start=START, days=2, users=users, slice_sessions=100, faults=rates)
+    report = simulate(config, sink, None, show_progress=False)
+    assert sink.written == sink.produced == report.records
+    return sink
+
+
+def test_memory_is_bounded_by_the_slice_not_the_day(monkeypatch: pytest.MonkeyPatch):
+    small, big = in_flight(monkeypatch, 4_000), in_flight(monkeypatch, 16_000)
+    assert small.in_order and big.in_order  # across slices, days, late arrivals and duplicates
+    assert big.written > 3.5 * small.written
+    # Holding a day would put half of the two days in flight, growing x4 with the users. What is
+    # held is one slice (~100 sessions), what is not due yet and the sink's next 2,000-record chunk.
+    assert big.most < 2 * small.most, (small.most, big.most)
+    assert big.most < 0.1 * big.written, (big.most, big.written)
+
+
+def test_a_user_costs_tens_of_bytes_not_an_object():
+    import random
+    import tracemalloc
+
+    from shoplake.simulator.world import Population
+
+    tracemalloc.start()
+    try:
+        population = Population(random.Random(1), 20_000, 2)
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert size / 20_000 < 80  # a User object with its strings was ~570 bytes
+    first = population.users[123]
+    assert first == population.users[123] and first.user_id == "u0000123"
+    assert len(population.users) == 20_000 and population.users[-1].user_id == "u0019999"
+
+
+def test_customers_are_not_queued_in_memory(tmp_path: Path):
+    import random
+
+    from shoplake.simulator.shopdb import OrderBook
+    from shoplake.simulator.traffic import day_start
+    from shoplake.simulator.world import Catalog, Population
+
+    rng = random.Random(3)
+    catalog, population = Catalog(rng, 50), Population(rng, 5_000, 2)
+    db = ShopDB(None, tmp_path / "shop.sqlite")
+    book = OrderBook(db, catalog, population, random.Random(4))
+    first = day_start(START)
+    book.load_accounts(first)
+    users = population.users
+    before = sum(1 for u in users if u.has_account and u.joined_day < 0)
+    assert book.pending == 0 and db.count("customers") == before > 0
+    book.flush_until(first + 60)  # day 0's sign-ups are due in its first minute
+    assert db.count("customers") == before + sum(
+        1 for u in users if u.has_account and u.joined_day == 0
+    )
+    book.flush_until(first + 86_400 + 60)
+    assert db.count("customers") == sum(1 for u in users if u.has_account)

@@ -1,7 +1,14 @@
-"""Drives a simulation: days of traffic -> faults -> a sink, with the order database kept in step."""
+"""Drives a simulation: days of traffic -> faults -> a sink, with the order database kept in step.
+
+Traffic is generated in slices of at most about ``slice_sessions`` sessions, in time order, so
+memory does not grow with the day.
+"""
 
 from __future__ import annotations
 
+import bisect
+import math
+import operator
 import random
 import time
 from collections import Counter
@@ -28,6 +35,9 @@ class SimConfig:
     faults: FaultRates = field(default_factory=FaultRates)
     rate: float | None = None  # events per second cap; None = as fast as possible
     live: bool = False  # pace by the wall clock, starting now
+    # Sessions generated at once, which bounds memory. Part of what a seed produces: the slices
+    # each have their own random stream.
+    slice_sessions: int = 1_000
 
 
 @dataclass
@@ -63,6 +73,9 @@ class SimReport:
 def simulate(
     config: SimConfig, sink: Sink, db: ShopDB | None = None, show_progress: bool = True
 ) -> SimReport:
+    """Generate the days slice by slice and send each record once every slice that could still
+    produce an earlier one is done: memory holds one slice and what is not yet due (the tails of
+    open sessions, duplicates, late arrivals), not a day."""
     t_start = time.perf_counter()
     report = SimReport()
     world_rng = random.Random(f"{config.seed}:world")
@@ -78,48 +91,58 @@ def simulate(
         book.load_catalog(day_start(days[0]) - 30 * 86_400)
         book.load_accounts(day_start(days[0]))
 
-    carry: list[Record] = []
+    out = _Emitter(sink, config, report)
+    pending: list[Record] = []  # generated, in receive order, not due yet
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-        TimeRemainingColumn(), disable=not show_progress,
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("sessions, {task.fields[events]:,} events"), TimeRemainingColumn(),
+        disable=not show_progress,
     )  # fmt: skip
     with progress:
         for i, d in enumerate(days):
-            rng = random.Random(f"{config.seed}:day:{d.isoformat()}")
             plan = DayPlan(i, d)
+            slices = generator.plan(
+                random.Random(f"{config.seed}:day:{d.isoformat()}"), plan, config.slice_sessions,
+                spike_factor=rates.traffic_spike, revenue_drop_factor=rates.revenue_drop,
+            )  # fmt: skip
             if book is not None:
                 book.daily_changes(day_start(d))
-            events = generator.generate(
-                rng, plan, spike_factor=rates.traffic_spike, revenue_drop_factor=rates.revenue_drop,
-                bot_burst_rate=rates.bot_burst,
-            )  # fmt: skip
-            records = inject(rng, events, rates)
             end = day_start(d) + 86_400
-            if carry:
-                records = sorted(carry + records, key=lambda r: r.received)
             last_day = i == len(days) - 1
-            now_records = records if last_day else [r for r in records if r.received < end]
-            carry = [] if last_day else [r for r in records if r.received >= end]
-            if not config.live:
-                # Events that would arrive after the wall clock have not arrived yet: hold them back.
-                wall = time.time()
-                report.not_yet_arrived += sum(1 for r in now_records if r.received > wall)
-                now_records = [r for r in now_records if r.received <= wall]
-
-            task = progress.add_task(f"simulating {d.isoformat()}", total=len(now_records))
-            _emit(now_records, sink, config, lambda n, task=task: progress.advance(task, n))
-            for rec in now_records:
-                report.count(rec)
-            report.orders += len(plan.orders)
+            task = progress.add_task(
+                f"simulating {d.isoformat()}", total=sum(s.sessions for s in slices), events=0
+            )
+            sent_before = report.records
+            for k, part in enumerate(slices):
+                rng = random.Random(f"{config.seed}:day:{d.isoformat()}:slice:{k}")
+                events = generator.generate(
+                    rng, plan, part, revenue_drop_factor=rates.revenue_drop,
+                    bot_burst_rate=rates.bot_burst,
+                )  # fmt: skip
+                records = inject(rng, events, rates)
+                del events
+                # Later slices start at or after `until` and no record arrives before its session
+                # starts, so everything received before `until` is final and can go now.
+                if k + 1 < len(slices):
+                    until = slices[k + 1].start
+                else:
+                    until = math.inf if last_day else end
+                due, pending = _split(pending, records, until)
+                out.emit(due)
+                del due, records
+                report.orders += len(plan.orders)
+                if book is not None:
+                    for order in plan.orders:
+                        book.place(order)
+                    book.flush_until(min(until, end))
+                plan.orders.clear()
+                progress.update(task, advance=part.sessions, events=report.records - sent_before)
             report.suppressed_purchases += plan.suppressed_purchases
             if plan.spike:
                 report.spikes.append(tuple(_iso_pair(plan.spike)))  # type: ignore[arg-type]
             if plan.revenue_drop:
                 report.revenue_drops.append(tuple(_iso_pair(plan.revenue_drop)))  # type: ignore[arg-type]
-            if book is not None:
-                for order in plan.orders:
-                    book.place(order)
-                book.flush_until(end)
+    out.close()
     sink.close()
     if db is not None:
         report.db_rows = {t: db.count(t) for t in TABLES}
@@ -128,35 +151,82 @@ def simulate(
     return report
 
 
-def _emit(records: list[Record], sink: Sink, config: SimConfig, advance) -> None:
-    if config.live:
-        # Real-time: send each record when the wall clock reaches its (shifted) receive time.
-        offset = time.time() - records[0].received if records else 0.0
+_received = operator.attrgetter("received")
+
+
+def _split(
+    pending: list[Record], records: list[Record], until: float
+) -> tuple[list[Record], list[Record]]:
+    """(records due before ``until``, the rest), both in receive order; inputs are sorted."""
+    p = bisect.bisect_left(pending, until, key=_received)
+    r = bisect.bisect_left(records, until, key=_received)
+    due = pending[:p] + records[:r]
+    due.sort(key=_received)  # two sorted runs: one linear merge
+    later = pending[p:] + records[r:]
+    later.sort(key=_received)
+    return due, later
+
+
+class _Emitter:
+    """Sends records, given in receive order, to the sink: in chunks as fast as allowed (capped at
+    ``config.rate`` per second), or in live mode when the wall clock reaches their receive time
+    shifted to start now. Counts what it sends."""
+
+    def __init__(self, sink: Sink, config: SimConfig, report: SimReport):
+        self.sink = sink
+        self.config = config
+        self.report = report
+        self.chunk = 2_000 if config.rate is None else max(1, int(config.rate / 4))
+        self.buffer: list[Record] = []
+        self.wall = time.time()
+        self.sent = 0
+        self.t0: float | None = None  # when the first chunk went (rate)
+        self.offset: float | None = None  # live: wall clock minus simulated receive time
+
+    def emit(self, records: list[Record]) -> None:
+        if not self.config.live:
+            # Events that would arrive after the wall clock have not arrived yet: hold them back.
+            n = bisect.bisect_right(records, self.wall, key=_received)
+            self.report.not_yet_arrived += len(records) - n
+            records = records[:n]
+        for rec in records:
+            self.report.count(rec)
+        if self.config.live:
+            self._live(records)
+            return
+        self.buffer.extend(records)
+        full = len(self.buffer) - len(self.buffer) % self.chunk
+        for k in range(0, full, self.chunk):
+            self._send(self.buffer[k : k + self.chunk])
+        del self.buffer[:full]
+
+    def close(self) -> None:
+        if self.buffer:
+            self._send(self.buffer)
+            self.buffer = []
+
+    def _send(self, part: list[Record]) -> None:
+        if self.t0 is None:
+            self.t0 = time.perf_counter()
+        self.sink.write(part)
+        self.sent += len(part)
+        if self.config.rate:
+            ahead = self.sent / self.config.rate - (time.perf_counter() - self.t0)
+            if ahead > 0:
+                time.sleep(ahead)
+
+    def _live(self, records: list[Record]) -> None:
         i = 0
         while i < len(records):
-            now = time.time() - offset
-            j = i
-            while j < len(records) and records[j].received <= now:
-                j += 1
+            if self.offset is None:
+                self.offset = time.time() - records[0].received
+            now = time.time() - self.offset
+            j = bisect.bisect_right(records, now, lo=i, key=_received)
             if j > i:
-                sink.write(records[i:j])
-                advance(j - i)
+                self.sink.write(records[i:j])
                 i = j
             else:
                 time.sleep(min(0.25, max(0.0, records[i].received - now)))
-        return
-    chunk = 2_000 if config.rate is None else max(1, int(config.rate / 4))
-    t0 = time.perf_counter()
-    sent = 0
-    for k in range(0, len(records), chunk):
-        part = records[k : k + chunk]
-        sink.write(part)
-        sent += len(part)
-        advance(len(part))
-        if config.rate:
-            ahead = sent / config.rate - (time.perf_counter() - t0)
-            if ahead > 0:
-                time.sleep(ahead)
 
 
 def _iso_pair(window: tuple[float, float]) -> list[str]:

@@ -9,15 +9,17 @@ an old order again on the day it changed.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import sqlite3
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from shoplake.simulator.traffic import Order, iso
-from shoplake.simulator.world import Catalog, Population
+from shoplake.simulator.world import Catalog, Population, User
 
 TABLES: dict[str, tuple[str, ...]] = {
     "customers": ("customer_id", "email", "phone", "country", "segment", "created_at", "updated_at"),
@@ -101,7 +103,7 @@ class ShopDB:
         self.conn.close()
 
 
-@dataclass(order=True)
+@dataclass(order=True, slots=True)
 class _Change:
     at: float
     seq: int
@@ -110,7 +112,10 @@ class _Change:
 
 
 class OrderBook:
-    """Turns purchases into rows and schedules their later changes; flushes what is due by a time."""
+    """Turns purchases into rows and schedules their later changes; flushes what is due by a time.
+
+    Per user it keeps one number (when the customer row was created), not rows: customers who
+    signed up before the first day are written at once, the others are queued when due."""
 
     def __init__(self, db: ShopDB, catalog: Catalog, population: Population, rng: random.Random):
         self.db = db
@@ -119,28 +124,45 @@ class OrderBook:
         self.population = population
         self._queue: list[_Change] = []
         self._seq = 0
-        self._customers: dict[str, float] = {}  # account -> created (epoch seconds)
+        # Customer row created at (epoch seconds) by user index; NaN: no customer row.
+        self._created = array("d", [math.nan]) * len(population)
+        self._joiners = array("q")  # user indexes whose sign-up is still due, by time
+        self._next_joiner = 0
         self._products_loaded = False
 
     def _schedule(self, at: float, table: str, row: tuple) -> None:
         self._seq += 1
         heapq.heappush(self._queue, _Change(at, self._seq, table, row))
 
+    @staticmethod
+    def _customer_row(u: User, at: float) -> tuple:
+        ts = iso(at)
+        return (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
+
     def load_accounts(self, first_day_start: float) -> None:
         """Every user with an account is a customer row from sign-up (before the first visit)."""
-        rng = self.rng
-        for u in self.population.users:
-            if not u.has_account or u.user_id in self._customers:
+        rng, pop, created = self.rng, self.population, self._created
+        rows: list[tuple] = []
+        joiners = list(self._joiners[self._next_joiner :])
+        for i in range(len(pop)):
+            if not pop.has_account(i) or not math.isnan(created[i]):
                 continue
-            if u.joined_day < 0:
-                at = first_day_start - rng.uniform(1, 365) * 86_400
+            joined = pop.joined_day(i)
+            if joined < 0:
+                created[i] = at = first_day_start - rng.uniform(1, 365) * 86_400
+                rows.append(self._customer_row(pop.user(i), at))
+                if len(rows) >= 10_000:
+                    self.db.upsert("customers", rows)
+                    rows = []
             else:
-                at = first_day_start + u.joined_day * 86_400 + rng.uniform(0, 60)
-            self._customers[u.user_id] = at
-            ts = iso(at)
-            self._schedule(
-                at, "customers", (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
-            )
+                created[i] = first_day_start + joined * 86_400 + rng.uniform(0, 60)
+                joiners.append(i)
+        # Before every simulated change, so written now rather than queued.
+        self.db.upsert("customers", rows)
+        self.db.commit()
+        joiners.sort(key=created.__getitem__)
+        self._joiners = array("q", joiners)
+        self._next_joiner = 0
 
     def load_catalog(self, at: float) -> None:
         if self._products_loaded:
@@ -161,23 +183,26 @@ class OrderBook:
                 price = round(p.price * rng.uniform(0.8, 1.15), 2)
                 self._schedule(at, "products", (p.product_id, p.name, p.category_id, p.category_code,
                                                 p.brand, price, "USD", None, iso(at)))  # fmt: skip
-        for cid in sorted(c for c, created in self._customers.items() if created < day_start_ts):
-            if rng.random() < 0.005:
+        created = self._created
+        # By user index, which is user_id order (seven digits).
+        for i in range(len(created)):
+            if created[i] < day_start_ts and rng.random() < 0.005:  # NaN: not a customer
                 at = day_start_ts + rng.random() * 86_400
-                user = self.population.users[int(cid[1:])]
+                user = self.population.user(i)
                 seg = rng.choice(("casual", "bargain_hunter", "loyal", "big_spender"))
                 self._schedule(
-                    at, "customers", (cid, user.email, user.phone, user.country, seg, None, iso(at))
+                    at,
+                    "customers",
+                    (user.user_id, user.email, user.phone, user.country, seg, None, iso(at)),
                 )
 
     def place(self, order: Order) -> None:
         rng, t, u = self.rng, order.placed_at, order.user
         ts = iso(t)
-        if u.user_id not in self._customers:
-            self._customers[u.user_id] = t
-            self._schedule(
-                t, "customers", (u.user_id, u.email, u.phone, u.country, u.segment, ts, ts)
-            )
+        index = int(u.user_id[1:])
+        if math.isnan(self._created[index]):
+            self._created[index] = t
+            self._schedule(t, "customers", self._customer_row(u, t))
         head = (order.order_id, u.user_id, u.anonymous_id)
         tail = (order.total, "USD", order.payment_method)
         self._schedule(t, "orders", (*head, "paid", *tail, ts, ts))
@@ -236,8 +261,23 @@ class OrderBook:
 
     def flush_until(self, horizon: float) -> int:
         """Apply every change due by ``horizon`` in time order; later ones stay scheduled."""
-        due: dict[str, list[tuple]] = {}
+        # Sign-ups first, in batches: new keys, and a day's can be a quarter of the population.
         n = 0
+        rows: list[tuple] = []
+        while self._next_joiner < len(self._joiners):
+            i = self._joiners[self._next_joiner]
+            at = self._created[i]
+            if at > horizon:
+                break
+            rows.append(self._customer_row(self.population.user(i), at))
+            self._next_joiner += 1
+            if len(rows) >= 10_000:
+                self.db.upsert("customers", rows)
+                n += len(rows)
+                rows = []
+        self.db.upsert("customers", rows)
+        n += len(rows)
+        due: dict[str, list[tuple]] = {}
         while self._queue and self._queue[0].at <= horizon:
             ch = heapq.heappop(self._queue)
             row = ch.row

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
 from shoplake.contracts.model import current_version
-from shoplake.simulator.world import BOT_USER_AGENT, Catalog, Population, Product, User, rng_uuid
+from shoplake.simulator.world import (
+    BOT_USER_AGENT,
+    ActiveUsers,
+    Catalog,
+    Population,
+    Product,
+    User,
+    rng_uuid,
+)
 
 # Share of the day's sessions that start in each UTC hour (nightly low, lunch and evening peaks).
 HOURLY = (0.8, 0.5, 0.35, 0.3, 0.3, 0.4, 0.8, 1.5, 2.4, 3.0, 3.4, 3.7,
@@ -71,7 +81,9 @@ class Order:
 
 @dataclass
 class DayPlan:
-    """Per-day knobs: the traffic spike and revenue drop windows (epoch seconds) for fault labels."""
+    """Per-day knobs: the traffic spike and revenue drop windows (epoch seconds) for fault labels,
+    and the day's active users. ``orders`` collects orders as slices are generated; the caller
+    takes them after each slice."""
 
     day_index: int
     day: date
@@ -79,6 +91,21 @@ class DayPlan:
     revenue_drop: tuple[float, float] | None = None
     suppressed_purchases: int = 0
     orders: list[Order] = field(default_factory=list)
+    users: ActiveUsers | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """Sessions starting in [start, end), generated together with their own random stream.
+
+    A day is cut into slices of at most about ``max_sessions`` sessions each, so generating one
+    takes memory bounded by that size, whatever the population."""
+
+    index: int
+    start: float
+    end: float
+    sessions: int
+    label: str | None = None  # "traffic_spike": the spike's extra sessions
 
 
 class DayGenerator:
@@ -90,18 +117,18 @@ class DayGenerator:
             "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "begin_checkout",
             "purchase", "ad_impression", "ad_click", "login", "logout")}  # fmt: skip
 
-    def generate(
+    def plan(
         self,
         rng: random.Random,
         plan: DayPlan,
+        max_sessions: int,
         spike_factor: float = 0.0,
         revenue_drop_factor: float = 1.0,
-        bot_burst_rate: float = 0.0,
-    ) -> list[SimEvent]:
-        start = datetime(plan.day.year, plan.day.month, plan.day.day, tzinfo=UTC).timestamp()
-        users = self.population.active_on(plan.day_index)
-        n_users = len(users.items)
-        expected = n_users * self.sessions_per_user * WEEKDAY[plan.day.weekday()]
+    ) -> list[Slice]:
+        """The day's sessions per hour, and the spike's, cut into slices in order of start time."""
+        start = day_start(plan.day)
+        plan.users = self.population.active_on(plan.day_index)
+        expected = len(plan.users) * self.sessions_per_user * WEEKDAY[plan.day.weekday()]
         n_sessions = max(1, int(rng.gauss(expected, math.sqrt(expected))))
         hour_total = sum(HOURLY)
         hours = [h / hour_total for h in HOURLY]
@@ -113,21 +140,50 @@ class DayGenerator:
             s = start + rng.randrange(10, 21) * 3600
             plan.revenue_drop = (s, s + 3600)
 
-        events: list[SimEvent] = []
+        cum = list(itertools.accumulate(hours))
+        per_hour = [0] * 24
         for _ in range(n_sessions):
-            hour = _pick_index(rng, hours)
-            t0 = start + hour * 3600 + rng.random() * 3600
-            self._session(rng, users.pick(rng), t0, plan, events, None, revenue_drop_factor)
-            if bot_burst_rate and rng.random() < bot_burst_rate:
-                self._bot_burst(rng, users.pick(rng), t0 + rng.random() * 60, events)
+            per_hour[min(23, bisect.bisect_right(cum, rng.random() * cum[-1]))] += 1
+        windows = [
+            (start + h * 3600, start + (h + 1) * 3600, n, None) for h, n in enumerate(per_hour)
+        ]
         if plan.spike is not None:
             # Extra sessions packed into a 10-minute window: spike_factor x the normal rate there.
             per_10min = n_sessions * max(hours) / 6
-            for _ in range(int(per_10min * spike_factor)):
-                t0 = plan.spike[0] + rng.random() * 600
-                self._session(
-                    rng, users.pick(rng), t0, plan, events, "traffic_spike", revenue_drop_factor
-                )
+            windows.append((*plan.spike, int(per_10min * spike_factor), "traffic_spike"))
+        parts = []
+        for a, b, n, label in windows:
+            # Cut a window into k equal spans; each session falls in one at random (multinomial).
+            k = max(1, math.ceil(n / max_sessions))
+            counts = [n]
+            if k > 1:
+                counts = [0] * k
+                for _ in range(n):
+                    counts[rng.randrange(k)] += 1
+            width = (b - a) / k
+            parts += [
+                (a + j * width, a + (j + 1) * width, c, label) for j, c in enumerate(counts) if c
+            ]
+        parts.sort(key=lambda w: w[0])
+        return [Slice(i, a, b, n, label) for i, (a, b, n, label) in enumerate(parts)]
+
+    def generate(
+        self,
+        rng: random.Random,
+        plan: DayPlan,
+        part: Slice,
+        revenue_drop_factor: float = 1.0,
+        bot_burst_rate: float = 0.0,
+    ) -> list[SimEvent]:
+        """The events of one slice's sessions (not in time order); its orders go to plan.orders."""
+        assert plan.users is not None, "plan() the day first"
+        users = plan.users
+        events: list[SimEvent] = []
+        for _ in range(part.sessions):
+            t0 = part.start + rng.random() * (part.end - part.start)
+            self._session(rng, users.pick(rng), t0, plan, events, part.label, revenue_drop_factor)
+            if part.label is None and bot_burst_rate and rng.random() < bot_burst_rate:
+                self._bot_burst(rng, users.pick(rng), t0 + rng.random() * 60, events)
         return events
 
     # -- one session ----------------------------------------------------------------------------
@@ -322,16 +378,6 @@ class DayGenerator:
             doc["user_id"] = user.user_id
         doc.update(fields)
         return doc
-
-
-def _pick_index(rng: random.Random, weights: list[float]) -> int:
-    r = rng.random()
-    acc = 0.0
-    for i, w in enumerate(weights):
-        acc += w
-        if r < acc:
-            return i
-    return len(weights) - 1
 
 
 def day_start(d: date) -> float:

@@ -6,6 +6,8 @@ import bisect
 import itertools
 import random
 import uuid
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 # Category codes in the REES46 style ("top.sub.leaf"), with a median price and brands per top level.
@@ -72,7 +74,10 @@ class WeightedChoice:
         self.total = self.cum[-1]
 
     def pick(self, rng: random.Random):
-        return self.items[bisect.bisect_right(self.cum, rng.random() * self.total)]
+        return self.items[self.pick_index(rng)]
+
+    def pick_index(self, rng: random.Random) -> int:
+        return bisect.bisect_right(self.cum, rng.random() * self.total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,51 +142,139 @@ class Catalog:
         return self.popularity.pick(rng)
 
 
+# Users are rebuilt from these columns on demand; index order is the order of the draws.
+DEVICE_KEYS = tuple((p, d) for p, d, _ in DEVICES)
+COUNTRY_KEYS = tuple((c, loc) for c, loc, _ in COUNTRIES)
+SEGMENT_ACTIVITY = {"casual": 0.8, "bargain_hunter": 1.1, "loyal": 2.0, "big_spender": 1.3}
+_IPV6 = 1 << 48  # flag bit in a packed address: 2001:db8:a:b::c, else a.b.c.d
+
+
 class Population:
+    """Every user, as compact columns (about 40 bytes a user) and not as objects: a day of 10M
+    events has 3M users. ``users[i]`` and ``active_on(day).pick(rng)`` build a ``User`` on demand,
+    the same one for the same seed and index."""
+
     def __init__(self, rng: random.Random, n_users: int, days: int):
-        devices = WeightedChoice([(p, d) for p, d, _ in DEVICES], [w for *_, w in DEVICES])
-        countries = WeightedChoice(
-            [(c, loc) for c, loc, _ in COUNTRIES], [w for *_, w in COUNTRIES]
-        )
+        devices = WeightedChoice(list(DEVICE_KEYS), [w for *_, w in DEVICES])
+        countries = WeightedChoice(list(COUNTRY_KEYS), [w for *_, w in COUNTRIES])
         segments = WeightedChoice(list(SEGMENTS), list(SEGMENT_WEIGHTS))
-        self.users: list[User] = []
+        self._device = bytearray(n_users)
+        self._country = bytearray(n_users)
+        self._segment = bytearray(n_users)
+        self._agent = bytearray(n_users)
+        self._account = bytearray(n_users)
+        self._name = array("H", bytes(2 * n_users))  # first name index * len(LAST_NAMES) + last
+        self._ip = array("q", bytes(8 * n_users))
+        self._phone = array("i", bytes(4 * n_users))  # the 7 random digits
+        self._joined = array("i", bytes(4 * n_users))
+        self._anon = bytearray(16 * n_users)  # UUID bytes
+        self._skew: dict[int, float] = {}  # the few users whose clock is off
+        # Draws in the same order as when users were objects, so a seed gives the same people.
         for i in range(n_users):
-            platform, device = devices.pick(rng)
-            country, locale = countries.pick(rng)
-            segment = segments.pick(rng)
-            first, last = (
-                FIRST_NAMES[rng.randrange(len(FIRST_NAMES))],
-                LAST_NAMES[rng.randrange(len(LAST_NAMES))],
+            device = devices.pick_index(rng)
+            platform = DEVICE_KEYS[device][0]
+            self._device[i] = device
+            self._country[i] = countries.pick_index(rng)
+            self._segment[i] = segments.pick_index(rng)
+            self._name[i] = rng.randrange(len(FIRST_NAMES)) * len(LAST_NAMES) + rng.randrange(
+                len(LAST_NAMES)
             )
             if platform == "ios" and rng.random() < 0.4:
-                ip = f"2001:db8:{rng.randrange(65536):x}:{rng.randrange(65536):x}::{rng.randrange(65536):x}"
+                a, b, c = rng.randrange(65536), rng.randrange(65536), rng.randrange(65536)
+                self._ip[i] = _IPV6 | a << 32 | b << 16 | c
             else:
-                ip = f"{rng.randint(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
-            joined = -1 if rng.random() < 0.6 else rng.randrange(max(days, 1))
-            self.users.append(
-                User(
-                    user_id=f"u{i:07d}",
-                    anonymous_id=rng_uuid(rng),
-                    segment=segment,
-                    platform=platform,
-                    device_type=device,
-                    user_agent=rng.choice(USER_AGENTS[(platform, device)]),
-                    country=country,
-                    locale=locale,
-                    ip=ip,
-                    email=f"{first}.{last}{i}@example.com",
-                    phone=f"+1 555 {rng.randrange(1000):03d} {rng.randrange(10000):04d}",
-                    joined_day=joined,
-                    has_account=rng.random() < 0.65,
-                    clock_skew_s=rng.uniform(-600, 600) if rng.random() < 0.03 else 0.0,
-                    activity={"loyal": 2.0, "big_spender": 1.3, "bargain_hunter": 1.1}.get(
-                        segment, 0.8
-                    ),
-                )
-            )
+                a, b = rng.randint(11, 223), rng.randrange(256)
+                c, d = rng.randrange(256), rng.randint(1, 254)
+                self._ip[i] = a << 24 | b << 16 | c << 8 | d
+            self._joined[i] = -1 if rng.random() < 0.6 else rng.randrange(max(days, 1))
+            self._anon[16 * i : 16 * i + 16] = uuid.UUID(int=rng.getrandbits(128), version=4).bytes
+            agents = USER_AGENTS[DEVICE_KEYS[device]]
+            self._agent[i] = agents.index(rng.choice(agents))
+            self._phone[i] = rng.randrange(1000) * 10_000 + rng.randrange(10000)
+            self._account[i] = rng.random() < 0.65
+            if rng.random() < 0.03:
+                self._skew[i] = rng.uniform(-600, 600)
+        self.users = _Users(self)
 
-    def active_on(self, day: int) -> WeightedChoice:
-        users = [u for u in self.users if u.joined_day <= day]
-        return WeightedChoice(
-            users, [u.activity * (3.0 if u.joined_day == day else 1.0) for u in users]
+    def __len__(self) -> int:
+        return len(self._device)
+
+    def user(self, i: int) -> User:
+        platform, device = DEVICE_KEYS[self._device[i]]
+        country, locale = COUNTRY_KEYS[self._country[i]]
+        segment = SEGMENTS[self._segment[i]]
+        first, last = divmod(self._name[i], len(LAST_NAMES))
+        phone = self._phone[i]
+        return User(
+            user_id=f"u{i:07d}",
+            anonymous_id=str(uuid.UUID(bytes=bytes(self._anon[16 * i : 16 * i + 16]))),
+            segment=segment,
+            platform=platform,
+            device_type=device,
+            user_agent=USER_AGENTS[(platform, device)][self._agent[i]],
+            country=country,
+            locale=locale,
+            ip=_ip_text(self._ip[i]),
+            email=f"{FIRST_NAMES[first]}.{LAST_NAMES[last]}{i}@example.com",
+            phone=f"+1 555 {phone // 10_000:03d} {phone % 10_000:04d}",
+            joined_day=self._joined[i],
+            has_account=bool(self._account[i]),
+            clock_skew_s=self._skew.get(i, 0.0),
+            activity=SEGMENT_ACTIVITY[segment],
         )
+
+    def has_account(self, i: int) -> bool:
+        return bool(self._account[i])
+
+    def joined_day(self, i: int) -> int:
+        return self._joined[i]
+
+    def active_on(self, day: int) -> ActiveUsers:
+        """Users who have joined by ``day``, weighted by activity (x3 on the day they join)."""
+        joined, seg = self._joined, self._segment
+        activity = [SEGMENT_ACTIVITY[s] for s in SEGMENTS]
+        index = array("i", (i for i in range(len(joined)) if joined[i] <= day))
+        weights = (activity[seg[i]] * (3.0 if joined[i] == day else 1.0) for i in index)
+        return ActiveUsers(self, index, array("d", itertools.accumulate(weights)))
+
+
+class _Users(Sequence[User]):
+    """``population.users``: a read-only sequence that builds each ``User`` when asked."""
+
+    def __init__(self, population: Population):
+        self._population = population
+
+    def __len__(self) -> int:
+        return len(self._population)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return [self._population.user(k) for k in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._population.user(i)
+
+
+class ActiveUsers:
+    """Weighted choice over a day's users, kept as index and cumulative-weight arrays."""
+
+    def __init__(self, population: Population, index: array, cum: array):
+        self.population = population
+        self.index = index
+        self.cum = cum
+        self.total = cum[-1] if cum else 0.0
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def pick(self, rng: random.Random) -> User:
+        k = bisect.bisect_right(self.cum, rng.random() * self.total)
+        return self.population.user(self.index[k])
+
+
+def _ip_text(packed: int) -> str:
+    if packed & _IPV6:
+        return f"2001:db8:{packed >> 32 & 0xFFFF:x}:{packed >> 16 & 0xFFFF:x}::{packed & 0xFFFF:x}"
+    return f"{packed >> 24}.{packed >> 16 & 0xFF}.{packed >> 8 & 0xFF}.{packed & 0xFF}"
