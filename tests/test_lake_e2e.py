@@ -16,7 +16,7 @@ import pytest
 from pipeline_assets.definitions import defs
 from pipeline_assets.partitions import daily_partitions
 from resources import resources_for
-from shoplake.settings import get_settings
+from shoplake.settings import REPO_ROOT, get_settings
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.shopdb import ShopDB
 from shoplake.simulator.sinks import HttpSink, MemorySink
@@ -225,6 +225,17 @@ def test_rematerializing_a_partition_is_idempotent_and_leaves_neighbours_alone(l
         assert changed == [] and after.keys() == before.keys()
     # bronze and silver event files (data + manifest) are among what was compared
     assert sum("/events/date=" in k for k in before[D2]) >= 4
+
+
+def test_the_next_partition_reuses_dbt_parse_state_and_env_does_not_leak(lake):
+    """The window reaches dbt as env vars read at execution, so a new day is not a full reparse."""
+    target = REPO_ROOT / "dbt_project" / "target"
+    run_id = lake["runs"][D2].run_id
+    (log,) = target.glob(f"shoplake_dbt_models-{run_id[:7]}-*/dbt.log")
+    text = log.read_text()
+    assert "Unable to do partial parsing" not in text
+    assert "Partial parsing enabled, no changes found" in text
+    assert "SHOPLAKE_DBT_MIN_DATE" not in os.environ
 
 
 def test_dbt_docs_generate_works_on_the_built_warehouse(lake, tmp_path):

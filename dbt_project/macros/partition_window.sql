@@ -1,6 +1,6 @@
-{# The Dagster partition window: inclusive dates passed as --vars '{"min_date": ..., "max_date": ...}'. #}
+{# The Dagster partition window: inclusive dates (macros/run_setting.sql). #}
 {% macro in_partition_window(date_column) -%}
-    {{ date_column }} between cast('{{ var("min_date") }}' as date) and cast('{{ var("max_date") }}' as date)
+    {{ date_column }} between cast('{{ run_setting("min_date") }}' as date) and cast('{{ run_setting("max_date") }}' as date)
 {%- endmacro %}
 
 {# Incremental marts replace exactly their window: delete it, then append the recomputed rows.

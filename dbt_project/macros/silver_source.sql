@@ -12,9 +12,9 @@
 {%- endmacro %}
 
 {% macro default__silver_parquet(table, snapshot=false) -%}
-    {%- set root = var("lake_root") -%}
+    {%- set root = run_setting("lake_root") -%}
     {%- if snapshot -%}
-    read_parquet('{{ root }}/silver/{{ table }}/date={{ var("max_date") }}/part-0.parquet')
+    read_parquet('{{ root }}/silver/{{ table }}/date={{ run_setting("max_date") }}/part-0.parquet')
     {%- else -%}
     read_parquet('{{ root }}/silver/{{ table }}/date=*/part-0.parquet', union_by_name = true, hive_partitioning = false)
     {%- endif -%}

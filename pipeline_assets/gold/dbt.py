@@ -1,15 +1,23 @@
 """Gold: the dbt project as Dagster assets (dagster-dbt), one daily partition window per run."""
 
-import json
 import os
+import shutil
 import sys
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DbtCliInvocation,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from pipeline_assets.gold.pg_load import load_silver
 from pipeline_assets.partitions import daily_partitions
@@ -55,14 +63,48 @@ class ShoplakeTranslator(DagsterDbtTranslator):
         return "staging"
 
 
-def dbt_vars(context: dg.AssetExecutionContext, lake: LakeResource) -> dict[str, str]:
-    """The partition window as inclusive dates, plus where the lake is."""
+def run_env(context: dg.AssetExecutionContext, lake: LakeResource) -> dict[str, str]:
+    """The partition window as inclusive dates, and where the lake is (macros/run_setting.sql).
+
+    Environment variables rather than ``--vars``: dbt reparses the whole project whenever its
+    ``--vars`` change, i.e. on every partition.
+    """
     window = context.partition_time_window
     return {
-        "min_date": window.start.date().isoformat(),
-        "max_date": (window.end - timedelta(days=1)).date().isoformat(),
-        "lake_root": lake.root,
+        "SHOPLAKE_DBT_MIN_DATE": window.start.date().isoformat(),
+        "SHOPLAKE_DBT_MAX_DATE": (window.end - timedelta(days=1)).date().isoformat(),
+        "SHOPLAKE_LAKE_ROOT": lake.root,
     }
+
+
+@contextmanager
+def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
+    """``os.environ`` with ``values`` while the block runs (dbt copies it when it starts)."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def keep_partial_parse(invocation: DbtCliInvocation) -> None:
+    """Make this run's parse state the project's, so the next run parses only what changed.
+
+    dagster-dbt starts each run from ``target/partial_parse.msgpack``; dbt writes an updated one
+    into the run's own target folder. It is replaced atomically, so concurrent runs are safe.
+    """
+    produced = Path(invocation.target_path) / "partial_parse.msgpack"
+    if not produced.exists():
+        return
+    shared = dbt_project.project_dir / dbt_project.target_path / "partial_parse.msgpack"
+    tmp = shared.with_name(f".partial_parse.{uuid.uuid4().hex[:8]}")
+    shutil.copyfile(produced, tmp)
+    os.replace(tmp, shared)
 
 
 @dbt_assets(
@@ -78,14 +120,16 @@ def shoplake_dbt_models(
     lake: LakeResource,
     warehouse: WarehouseResource,
 ):
-    os.environ.update(warehouse.dbt_env() | lake.dbt_env())  # read by dbt_project/profiles.yml
     if warehouse.dsn:
         loaded = load_silver(warehouse.dsn, lake.location(), partition_days(context))
         context.log.info(
             "loaded silver into Postgres: " + ", ".join(f"{t.table}={t.rows}" for t in loaded)
         )
-    args = ["build", "--vars", json.dumps(dbt_vars(context, lake))]
-    yield from dbt.cli(args, context=context).stream()
+    # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only.
+    with scoped_environ(warehouse.dbt_env() | lake.dbt_env() | run_env(context, lake)):
+        invocation = dbt.cli(["build"], context=context)
+    yield from invocation.stream()
+    keep_partial_parse(invocation)
 
 
 defs = dg.Definitions(assets=[shoplake_dbt_models])

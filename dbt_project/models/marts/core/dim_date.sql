@@ -1,7 +1,7 @@
 with bounds as (
     select
-        least(min(event_date), cast('{{ var("min_date") }}' as date)) as first_day,
-        greatest(max(event_date), cast('{{ var("max_date") }}' as date)) as last_day
+        least(min(event_date), cast('{{ run_setting("min_date") }}' as date)) as first_day,
+        greatest(max(event_date), cast('{{ run_setting("max_date") }}' as date)) as last_day
     from {{ ref('stg_events') }}
 ),
 

@@ -3,7 +3,7 @@ with activity as (
         anonymous_id,
         cast(date_trunc('week', event_date) as date) as activity_week
     from {{ ref('stg_events') }}
-    where not is_bot and event_date <= cast('{{ var("max_date") }}' as date)
+    where not is_bot and event_date <= cast('{{ run_setting("max_date") }}' as date)
 ),
 
 cohorts as (

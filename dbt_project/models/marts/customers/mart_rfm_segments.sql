@@ -8,7 +8,7 @@
 
 with days as (
     select cast(d as date) as as_of_date
-    from generate_series(cast('{{ var("min_date") }}' as timestamp), cast('{{ var("max_date") }}' as timestamp), interval '1 day') as t(d)
+    from generate_series(cast('{{ run_setting("min_date") }}' as timestamp), cast('{{ run_setting("max_date") }}' as timestamp), interval '1 day') as t(d)
 ),
 
 orders as (
