@@ -1,5 +1,6 @@
 """Gold: the dbt project as Dagster assets (dagster-dbt), one daily partition window per run."""
 
+import importlib.metadata
 import os
 import shutil
 import sys
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,7 @@ from dagster_dbt import (
     DbtProject,
     dbt_assets,
 )
+from packaging import version
 
 from pipeline_assets.gold.pg_load import load_silver
 from pipeline_assets.partitions import daily_partitions
@@ -33,8 +36,23 @@ dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 dbt_project.prepare_if_dev()
 
 
+class ShoplakeDbtCli(DbtCliResource):
+    """dagster-dbt's resource, minus a ``dbt --version`` subprocess (about 3 s) on every run.
+
+    The resource asks the executable for its version once per instance, and Dagster builds the
+    instance per run. Our executable is the dbt beside this interpreter, so its version is the
+    installed dbt-core's; any other executable is still asked.
+    """
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        if self.dbt_executable == str(_local_dbt):
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return super()._cli_version
+
+
 def dbt_cli() -> DbtCliResource:
-    return DbtCliResource(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+    return ShoplakeDbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
 
 
 def ensure_manifest() -> None:
