@@ -28,8 +28,9 @@ import polars as pl  # noqa: E402
 
 from pipeline_assets.bronze.kafka_day import extract_day  # noqa: E402
 from pipeline_assets.definitions import defs  # noqa: E402
-from pipeline_assets.lakeio import read_partitions, write_partition  # noqa: E402
-from pipeline_assets.silver.events import build_silver_events, window_days  # noqa: E402
+from pipeline_assets.lakeio import read_manifest, read_partitions, write_partition  # noqa: E402
+from pipeline_assets.silver.assets import bronze_reader  # noqa: E402
+from pipeline_assets.silver.events import build_silver_events_from  # noqa: E402
 from pipeline_assets.silver.sessions import sessionize  # noqa: E402
 from resources import resources_for  # noqa: E402
 from shoplake.ingest import Ingestor  # noqa: E402
@@ -93,6 +94,58 @@ def dbt_elapsed(run_id: str) -> float | None:
     return json.loads(found[-1].read_text())["elapsed_time"] if found else None
 
 
+def bare_silver_events(lake: Path, scratch: Path) -> float:
+    """The silver/events asset's body without Dagster: same reads, transform and writes."""
+    t = time.perf_counter()
+    silver = build_silver_events_from(bronze_reader([lake / "bronze/events"], DAY), DAY)
+    write_partition(scratch / "silver", DAY, silver.events, silver.stats)
+    write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
+    return time.perf_counter() - t
+
+
+def peer_query(lake: Path) -> tuple[tuple, float]:
+    con = duckdb.connect()
+    t = time.perf_counter()
+    bronze_glob = f"{lake}/bronze/events/date=*/part-0.parquet"
+    row = con.sql(PEER_SQL.format(bronze=bronze_glob, day=DAY.isoformat())).fetchall()[0]
+    return row, time.perf_counter() - t
+
+
+def resume(tmp: Path) -> None:
+    """silver -> gold again on an earlier run's lake (e.g. after that run was stopped)."""
+    settings = get_settings(
+        {"SHOPLAKE_HOME": str(tmp / "home"), "SHOPLAKE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+    )
+    rows = (read_manifest(settings.home / "lake/bronze/events", DAY) or {}).get("rows")
+    print(f"resuming {tmp}: bronze/events {DAY} holds {rows:,} rows")
+    lake_assets = [
+        a for a in defs.assets
+        if isinstance(a, dg.AssetsDefinition) and a.partitions_def is not None
+        and not any(k.path[0] == "bronze" for k in a.keys)
+    ]  # fmt: skip
+    instance = dg.DagsterInstance.ephemeral()
+    t = time.perf_counter()
+    result = dg.materialize(lake_assets, partition_key=DAY.isoformat(),
+                            resources=resources_for(settings), instance=instance)  # fmt: skip
+    total = time.perf_counter() - t
+    assert result.success
+    steps = step_times(instance, result.run_id)
+    peer, peer_s = peer_query(settings.home / "lake")
+    for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:6]:
+        print(f"    {k:40s} {v:7.2f} s")
+    dbt_inside = dbt_elapsed(result.run_id)
+    print(f"silver + gold steps, Dagster in process:           {total:8.1f} s wall")
+    if dbt_inside is not None:
+        print(f"    of which dbt's own run (run_results.json):     {dbt_inside:8.1f} s")
+    print(f"peer: one DuckDB query from the same bronze:       {peer_s:8.1f} s")
+    print(f"ratio pipeline (silver+gold) / peer:               {total / peer_s:8.1f} x")
+    print(f"peer says DAV={peer[0]} sessions={peer[1]} revenue={peer[4]:.2f}")
+    bare = bare_silver_events(settings.home / "lake", tmp / "bare")
+    print(
+        f"Dagster overhead silver_events {steps.get('silver_events', 0) - bare:6.2f} s (step wall minus bare body)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -100,7 +153,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=1_000_000, help="approximate events in the day")
     ap.add_argument("--cold", action="store_true",
                     help="no previous run: dbt parses the whole project, as on a fresh checkout")  # fmt: skip
+    ap.add_argument("--resume", type=Path, metavar="DIR",
+                    help="the folder of an earlier run whose bronze is materialized: time silver -> gold "
+                         "again without simulating (its broker is gone, so bronze is not re-run)")  # fmt: skip
     args = ap.parse_args()
+    if args.resume:
+        return resume(args.resume)
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-batch-"))
     broker = start_broker(tmp / "kafka")
     try:
@@ -138,11 +196,7 @@ def main() -> None:
         steps = step_times(instance, result.run_id)
 
         lake = settings.home / "lake"
-        bronze_glob = f"{lake}/bronze/events/date=*/part-0.parquet"
-        con = duckdb.connect()
-        t = time.perf_counter()
-        peer = con.sql(PEER_SQL.format(bronze=bronze_glob, day=DAY.isoformat())).fetchall()[0]
-        peer_s = time.perf_counter() - t
+        peer, peer_s = peer_query(lake)
         wh = duckdb.connect(str(settings.home / "warehouse.duckdb"), read_only=True)
         kpi = wh.sql(
             f"select daily_active_visitors, n_sessions, revenue from gold.mart_daily_kpis where kpi_date = '{DAY}'"
@@ -157,17 +211,7 @@ def main() -> None:
         bare_bronze = time.perf_counter() - t
         del x  # a 10M-event day is several GB
         t = time.perf_counter()
-        window = [d for d in window_days(DAY, 2)]
-        frames = [
-            f.with_columns(arrival_date=pl.lit(d))
-            for d in window
-            for f in read_partitions(lake / "bronze/events", [d])
-        ]
-        silver = build_silver_events(pl.concat(frames), DAY)
-        write_partition(scratch / "silver", DAY, silver.events, silver.stats)
-        write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
-        bare_silver = time.perf_counter() - t
-        del frames, silver
+        bare_silver = bare_silver_events(lake, scratch)
         t = time.perf_counter()
         around = read_partitions(
             lake / "silver/events", [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]

@@ -12,12 +12,14 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow.parquet as pq
 from upath import UPath
 
 DATA_FILE = "part-0.parquet"
@@ -134,12 +136,34 @@ def _present(folder: LakePath) -> bool:
     return (folder / (MANIFEST if is_object_store(folder) else DATA_FILE)).exists()
 
 
+def has_partition(table_dir: LakePath, day: date | str) -> bool:
+    return _present(partition_dir(table_dir, day))
+
+
 def read_partition(table_dir: LakePath, day: date | str) -> pl.DataFrame | None:
     folder = partition_dir(table_dir, day)
     if not _present(folder):
         return None
     path = folder / DATA_FILE
     return pl.read_parquet(path.read_bytes() if is_object_store(path) else path)
+
+
+def iter_partition(
+    table_dir: LakePath,
+    day: date | str,
+    columns: list[str] | None = None,
+    batch_rows: int = 250_000,
+) -> Iterator[pl.DataFrame]:
+    """A partition as frames of at most ``batch_rows`` rows, in file order (nothing if absent).
+
+    For partitions too big to hold whole next to what is made of them (a 10M-event bronze day).
+    """
+    folder = partition_dir(table_dir, day)
+    if not _present(folder):
+        return
+    with (folder / DATA_FILE).open("rb") as fh:
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns):
+            yield pl.from_arrow(batch)  # type: ignore[misc]
 
 
 def read_partitions(table_dir: LakePath, days: list[date]) -> list[pl.DataFrame]:

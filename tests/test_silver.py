@@ -102,6 +102,7 @@ def test_contract_violations_are_quarantined_with_the_check():
     assert out.events.height == 1
     q = out.quarantine.row(0, named=True)
     assert q["reason"] == "contract_violation" and "price" in q["detail"]
+    assert q["raw"] == json.dumps(bad)  # read back from bronze, byte for byte
 
 
 def test_a_record_that_is_not_json_is_quarantined_not_fatal():
@@ -180,3 +181,23 @@ def test_shop_state_and_scd2():
     assert h["valid_from"].to_list() == ["2026-10-01T00:00:00Z", "2026-10-05T00:00:00Z"]
     assert h["valid_to"].to_list() == ["2026-10-05T00:00:00Z", None]
     assert h["is_current"].to_list() == [False, True] and h["name"].to_list() == ["A2", "A2"]
+
+
+def test_spilling_decoded_batches_to_disk_gives_the_same_result(monkeypatch):
+    """Large days go through temporary files (events.SPILL_ROWS); the result must not change."""
+    from pipeline_assets.silver import events
+
+    docs = [ev(T0 + timedelta(seconds=i), anon=f"a{i % 3}") for i in range(12)]
+    docs.append(ev(T0, "product_view", product_id="p1", price=-5.0))  # a contract violation
+    frame = bronze(docs)
+
+    def read(columns):  # three batches, as the asset reads bronze
+        return [
+            frame.slice(i, 5).select(columns) if columns else frame.slice(i, 5) for i in (0, 5, 10)
+        ]
+
+    whole = build_silver_events(frame, D)
+    monkeypatch.setattr(events, "SPILL_ROWS", 0)
+    spilled = events.build_silver_events_from(read, D)
+    assert spilled.events.equals(whole.events) and spilled.events.height == 12
+    assert spilled.quarantine.equals(whole.quarantine) and spilled.stats == whole.stats

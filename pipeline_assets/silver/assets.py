@@ -1,17 +1,18 @@
 """Silver: clean, typed, deduplicated data by event day."""
 
 import os
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import date, timedelta
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from pipeline_assets.bronze.shopdb import SHOP_TABLES
-from pipeline_assets.lakeio import read_partitions, write_partition
+from pipeline_assets.lakeio import has_partition, iter_partition, read_partitions, write_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.policies import column_schema, partition_days, partition_metadata
-from pipeline_assets.silver.events import build_silver_events, window_days
+from pipeline_assets.silver.events import BronzeReader, build_silver_events_from, window_days
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
 from resources import LakeResource
@@ -42,6 +43,18 @@ def bronze_event_tables(lake: LakeResource) -> list:
     bronze = lake.table_dir("bronze", "events").parent
     imports = sorted(p for p in bronze.glob(f"{IMPORT_PREFIX}*") if p.name != REJECTS_TABLE)
     return [lake.table_dir("bronze", "events"), *imports]
+
+
+def bronze_reader(tables: list, day: date) -> BronzeReader:
+    """The bronze rows that can hold events of ``day``, batch by batch (see BronzeReader)."""
+
+    def read(columns: list[str] | None) -> Iterator[pl.DataFrame]:
+        for table in tables:
+            for d in window_days(day, LATENESS_DAYS):
+                for batch in iter_partition(table, d, columns):
+                    yield batch if columns else batch.with_columns(arrival_date=pl.lit(d))
+
+    return read
 
 
 QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
@@ -91,17 +104,11 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
     per_day: dict[str, Any] = {}
     last = None
     for day in partition_days(context):
-        frames = [
-            frame.with_columns(arrival_date=pl.lit(d))
-            for table in tables
-            for d in window_days(day, LATENESS_DAYS)
-            for frame in read_partitions(table, [d])
-        ]
-        if not frames:
+        if not any(has_partition(t, d) for t in tables for d in window_days(day, LATENESS_DAYS)):
             raise dg.Failure(
                 f"no bronze/events partitions for {day} and the days after it: materialize bronze first"
             )
-        result = build_silver_events(pl.concat(frames, how="vertical_relaxed"), day, LATENESS_DAYS)
+        result = build_silver_events_from(bronze_reader(tables, day), day, LATENESS_DAYS)
         manifest = {"date": day.isoformat(), "lateness_days": LATENESS_DAYS, **result.stats}
         write_partition(lake.table_dir("silver", "events"), day, result.events, manifest)
         write_partition(

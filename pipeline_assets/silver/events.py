@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
+import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -30,6 +34,8 @@ FUTURE_TOLERANCE = timedelta(hours=1)
 BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
 BOT_GAP = timedelta(milliseconds=100)
 BOT_MIN_CLICKS = 5
+# Decoded bronze batches beyond this many rows go through a temporary file (see below).
+SPILL_ROWS = int(os.environ.get("SHOPLAKE_SILVER_SPILL_ROWS", "2000000"))
 
 _CONTEXT = ("platform", "device_type", "user_agent", "ip", "locale", "country", "page_url", "referrer",
             "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")  # fmt: skip
@@ -154,27 +160,33 @@ def flag_bots(df: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+# ``read(columns)`` yields the bronze rows of the arrival days ``window_days(day)`` in batches,
+# every batch with an ``arrival_date`` column (unless only ``columns`` are asked for), in the
+# same order on every call.
+BronzeReader = Callable[[list[str] | None], Iterable[pl.DataFrame]]
+
+
 def build_silver_events(
     bronze: pl.DataFrame, day: date, lateness_days: int = 2
 ) -> SilverEventsResult:
     """``bronze``: rows of arrival days ``window_days(day)`` with an ``arrival_date`` column."""
-    df = decode(bronze)
+
+    def read(columns: list[str] | None) -> list[pl.DataFrame]:
+        return [bronze.select(columns) if columns else bronze]
+
+    return build_silver_events_from(read, day, lateness_days)
+
+
+def _prepare(
+    batch: pl.DataFrame, first_row: int, lateness_days: int
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """One bronze batch -> typed rows with the row-local verdict, and the raw JSON of the rows
+    that verdict already quarantines (the JSON of the others is not kept: it is most of a day's
+    memory). ``_src`` numbers the rows across batches."""
+    df = decode(batch).with_row_index("_src", offset=first_row)
     df = df.with_columns(
         event_at=pl.col("received_at") - (pl.col("sent_at") - pl.col("occurred_at")),
     ).with_columns(event_date=pl.col("event_at").dt.date())
-
-    # The raw JSON is only needed for quarantined rows: set it aside so that the sorts, filters
-    # and joins below do not move it around.
-    raw = df.get_column("value")
-    df = df.drop("value").with_row_index("_src")
-
-    # Canonical copy per event_id: the first to arrive (sorting only the keys, not the frame).
-    order = df.select(
-        pl.arg_sort_by("kafka_timestamp", "kafka_partition", "kafka_offset")
-    ).to_series()
-    first = df.get_column("event_id").gather(order).is_first_distinct()
-    canonical = pl.Series("is_canonical", [False] * df.height).scatter(order, first)
-    df = df.with_columns(is_canonical=canonical | pl.col("event_id").is_null())
     unparseable = (
         pl.col("event_type").is_null()
         | pl.col("event_at").is_null()
@@ -187,30 +199,91 @@ def build_silver_events(
         .when(future).then(pl.lit("future_event"))
         .when(too_late).then(pl.lit("late_beyond_window"))
         .otherwise(None)
-    ).with_columns(
-        bucket=pl.when(pl.col("reason").is_null()).then(pl.col("event_date")).otherwise(pl.col("arrival_date"))
     )  # fmt: skip
+    raw = df.filter(pl.col("reason").is_not_null()).select("_src", "value")
+    return df.drop("value"), raw
+
+
+def _raw_json(read: BronzeReader, src: pl.Series) -> pl.DataFrame:
+    """The raw JSON of rows ``src``, read again from bronze (only the ``value`` column)."""
+    wanted = src.sort()
+    out, first = [], 0
+    for batch in read(["value"]):
+        here = wanted.filter((wanted >= first) & (wanted < first + batch.height))
+        out.append(pl.DataFrame({"_src": here, "value": batch["value"].gather(here - first)}))
+        first += batch.height
+    return pl.concat(out) if out else pl.DataFrame(schema={"_src": pl.UInt32, "value": pl.String})
+
+
+def build_silver_events_from(
+    read: BronzeReader, day: date, lateness_days: int = 2
+) -> SilverEventsResult:
+    """silver/events and its quarantine for ``day``, from bronze read batch by batch (above)."""
+    with tempfile.TemporaryDirectory(prefix="shoplake-silver-") as spill:
+        parts, raws, rows = [], [], 0
+        for batch in read(None):
+            part, raw = _prepare(batch, rows, lateness_days)
+            rows += batch.height
+            raws.append(raw)
+            if rows > SPILL_ROWS:
+                # Freshly decoded frames hold about 2.5x their size in buffers; read back from
+                # disk they are compact. Below SPILL_ROWS the round trip costs more than it saves.
+                path = Path(spill) / f"part-{len(parts):05d}.arrow"
+                part.write_ipc(path)
+                part = path
+            parts.append(part)
+        df = pl.concat(
+            [pl.read_ipc(p) if isinstance(p, Path) else p for p in parts],
+            how="vertical_relaxed",
+        )
+    raw = pl.concat(raws, how="vertical_relaxed")
+    del parts, raws
+
+    # Canonical copy per event_id: the first to arrive (sorting only the keys, not the frame).
+    order = df.select(
+        pl.arg_sort_by("kafka_timestamp", "kafka_partition", "kafka_offset")
+    ).to_series()
+    first = df.get_column("event_id").gather(order).is_first_distinct()
+    canonical = pl.Series("is_canonical", [False] * df.height).scatter(order, first)
+    df = df.with_columns(
+        is_canonical=canonical | pl.col("event_id").is_null(),
+        bucket=pl.when(pl.col("reason").is_null()).then(pl.col("event_date")).otherwise(pl.col("arrival_date")),
+    )  # fmt: skip
+    del order, first, canonical
     canon_bucket = df.filter(pl.col("is_canonical") & pl.col("event_id").is_not_null()).select(
         "event_id", pl.col("bucket").alias("canonical_bucket")
     )
-    dups = df.filter(~pl.col("is_canonical")).join(canon_bucket, on="event_id", how="left")
+    dups = (
+        df.filter(~pl.col("is_canonical"))
+        .select("event_id")
+        .join(canon_bucket, on="event_id", how="left")
+    )
     duplicates_removed = dups.filter(pl.col("canonical_bucket") == day).height
+    del canon_bucket, dups
 
     mine = df.filter(pl.col("is_canonical") & (pl.col("bucket") == day))
+    del df  # frames are released as soon as they are replaced: a 10M-event day is several GB
     good = mine.filter(pl.col("reason").is_null())
     bad = mine.filter(pl.col("reason").is_not_null())
+    input_rows = mine.height + duplicates_removed
+    del mine
 
     good = flag_bots(parse_user_agents(good)).sort("event_at", "event_id")
     good, violations = validate(good)
-    bad, violations = (f.with_columns(value=raw.gather(f["_src"])) for f in (bad, violations))
+    bad = bad.join(raw, on="_src", how="left")
+    if violations.height:
+        violations = violations.join(_raw_json(read, violations["_src"]), on="_src", how="left")
+    else:
+        violations = violations.with_columns(value=pl.lit(None, pl.String))
     quarantine = pl.concat(
         [quarantine_rows(bad, None), quarantine_rows(violations, "contract_violation")],
         how="diagonal_relaxed",
     ).sort("kafka_partition", "kafka_offset")
     events = good.drop("_src", "reason", "bucket", "is_canonical")
+    del good
     events = events.select(sorted(events.columns, key=_column_order))
     stats = {
-        "input_rows": mine.height + duplicates_removed,
+        "input_rows": input_rows,
         "silver_rows": events.height,
         "quarantined": quarantine.height,
         "duplicates_removed": duplicates_removed,
