@@ -162,7 +162,13 @@ def iter_partition(
     if not _present(folder):
         return
     with (folder / DATA_FILE).open("rb") as fh:
-        for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows, columns=columns):
+        pf = pq.ParquetFile(fh)
+        if pf.metadata.num_rows == 0:  # an empty partition is one empty frame, with its columns
+            yield pl.from_arrow(
+                pf.schema_arrow.empty_table().select(columns or pf.schema_arrow.names)
+            )  # type: ignore[misc]
+            return
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
             yield pl.from_arrow(batch)  # type: ignore[misc]
 
 

@@ -201,3 +201,9 @@ def test_spilling_decoded_batches_to_disk_gives_the_same_result(monkeypatch):
     spilled = events.build_silver_events_from(read, D)
     assert spilled.events.equals(whole.events) and spilled.events.height == 12
     assert spilled.quarantine.equals(whole.quarantine) and spilled.stats == whole.stats
+
+
+def test_an_empty_arrival_window_gives_an_empty_partition():
+    out = build_silver_events(bronze([ev(T0)]).clear(), D)
+    assert out.events.height == 0 and out.quarantine.height == 0
+    assert out.stats["input_rows"] == 0 and "event_id" in out.events.columns
