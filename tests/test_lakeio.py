@@ -145,3 +145,23 @@ def test_unsupported_roots_say_what_to_set():
         lake_location("gs://bucket/lake")
     with pytest.raises(ValueError, match="local speed_root"):
         _ = LakeResource(root="s3://bucket/lake").speed_lake_root
+
+
+def test_iter_partition_batches_in_file_order_and_keeps_empty_partitions(tmp_path):
+    from pipeline_assets.lakeio import iter_partition
+
+    table = tmp_path / "t"
+    df = pl.DataFrame({"k": list(range(10)), "value": [f"v{i}" for i in range(10)]})
+    write_partition(table, "2026-01-01", df, {})
+    batches = list(iter_partition(table, "2026-01-01", batch_rows=3))
+    assert [b.height for b in batches] == [3, 3, 3, 1]
+    assert pl.concat(batches).equals(df)
+    assert next(
+        b.columns for b in iter_partition(table, "2026-01-01", ["value"], batch_rows=3)
+    ) == ["value"]
+    (whole,) = iter_partition(table, "2026-01-01")
+    assert whole.equals(df)
+    write_partition(table, "2026-01-02", df.clear(), {})
+    (empty,) = iter_partition(table, "2026-01-02")
+    assert empty.height == 0 and empty.columns == ["k", "value"]
+    assert list(iter_partition(table, "2026-01-03")) == []
