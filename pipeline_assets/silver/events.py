@@ -244,7 +244,7 @@ def build_silver_events_from(
         pl.arg_sort_by("kafka_timestamp", "kafka_partition", "kafka_offset")
     ).to_series()
     first = df.get_column("event_id").gather(order).is_first_distinct()
-    canonical = pl.Series("is_canonical", [False] * df.height).scatter(order, first)
+    canonical = pl.repeat(False, df.height, eager=True).scatter(order, first)
     df = df.with_columns(
         is_canonical=canonical | pl.col("event_id").is_null(),
         bucket=pl.when(pl.col("reason").is_null()).then(pl.col("event_date")).otherwise(pl.col("arrival_date")),
