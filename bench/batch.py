@@ -31,6 +31,7 @@ from pipeline_assets.definitions import defs  # noqa: E402
 from pipeline_assets.lakeio import read_manifest, read_partitions, write_partition  # noqa: E402
 from pipeline_assets.silver.assets import bronze_reader  # noqa: E402
 from pipeline_assets.silver.events import build_silver_events_from  # noqa: E402
+from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS  # noqa: E402
 from pipeline_assets.silver.sessions import sessionize  # noqa: E402
 from resources import resources_for  # noqa: E402
 from shoplake.ingest import Ingestor  # noqa: E402
@@ -97,9 +98,9 @@ def dbt_elapsed(run_id: str) -> float | None:
 def bare_silver_events(lake: Path, scratch: Path) -> float:
     """The silver/events asset's body without Dagster: same reads, transform and writes."""
     t = time.perf_counter()
-    silver = build_silver_events_from(bronze_reader([lake / "bronze/events"], DAY), DAY)
-    write_partition(scratch / "silver", DAY, silver.events, silver.stats)
-    write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
+    with build_silver_events_from(bronze_reader([lake / "bronze/events"], DAY), DAY) as silver:
+        write_partition(scratch / "silver", DAY, silver.parts, silver.stats)
+        write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
     return time.perf_counter() - t
 
 
@@ -214,7 +215,9 @@ def main() -> None:
         bare_silver = bare_silver_events(lake, scratch)
         t = time.perf_counter()
         around = read_partitions(
-            lake / "silver/events", [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)]
+            lake / "silver/events",
+            [DAY - timedelta(days=1), DAY, DAY + timedelta(days=1)],
+            SESSION_COLUMNS,
         )
         write_partition(
             scratch / "sessions",

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -28,6 +28,10 @@ OBJECT_STORES = ("s3",)
 
 # A local folder, or a location in an object store (UPath: same ``/``, exists, glob, read_text).
 LakePath = Path | UPath
+
+# What a partition is written from: one frame, or frames made one at a time (a day too big to hold
+# whole), written in order as row groups of the same file.
+PartitionData = pl.DataFrame | Sequence[pl.LazyFrame]
 
 
 @dataclass(frozen=True)
@@ -79,20 +83,43 @@ def _manifest_text(manifest: dict[str, Any]) -> str:
 
 
 def write_partition(
-    table_dir: LakePath, day: date | str, df: pl.DataFrame, manifest: dict[str, Any]
+    table_dir: LakePath, day: date | str, data: PartitionData, manifest: dict[str, Any]
 ) -> WrittenPartition:
-    """Replace partition ``date=<day>`` of ``table_dir`` with ``df`` and its manifest.
+    """Replace partition ``date=<day>`` of ``table_dir`` with ``data`` and its manifest.
 
-    The same frame gives the same bytes (no wall-clock metadata), locally and on s3.
+    The same data gives the same bytes (no wall-clock metadata), locally and on s3.
     """
-    manifest = {**manifest, "rows": df.height}
     if is_object_store(table_dir):
-        return _write_objects(partition_dir(table_dir, day), df, manifest)
-    return _write_folder(table_dir, partition_dir(table_dir, day), df, manifest)
+        return _write_objects(partition_dir(table_dir, day), data, manifest)
+    return _write_folder(table_dir, partition_dir(table_dir, day), data, manifest)
+
+
+def _write_parquet(data: PartitionData, dest: Any) -> int:
+    """One Parquet file (zstd, statistics); its row count. Parts are made and written one at a
+    time, each as its own row groups."""
+    if isinstance(data, pl.DataFrame) or len(data) == 1:
+        df = data if isinstance(data, pl.DataFrame) else data[0].collect()
+        df.write_parquet(dest, compression="zstd", compression_level=3, statistics=True)
+        return df.height
+    writer, rows = None, 0
+    try:
+        for part in data:
+            # One chunk per column: the bytes must not depend on how the part was computed.
+            table = part.collect().rechunk().to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(
+                    dest, table.schema, compression="zstd", compression_level=3
+                )
+            writer.write_table(table.cast(writer.schema))
+            rows += table.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    return rows
 
 
 def _write_folder(
-    table_dir: Path, final: Path, df: pl.DataFrame, manifest: dict[str, Any]
+    table_dir: Path, final: Path, data: PartitionData, manifest: dict[str, Any]
 ) -> WrittenPartition:
     """Write to a temporary folder, then swap it in. Readers glob ``date=*/``; the temporary and
     old folders start with a dot, so a reader never sees a half-written partition."""
@@ -100,7 +127,7 @@ def _write_folder(
     tmp = table_dir / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        df.write_parquet(tmp / DATA_FILE, compression="zstd", compression_level=3, statistics=True)
+        manifest = {**manifest, "rows": _write_parquet(data, tmp / DATA_FILE)}
         (tmp / MANIFEST).write_text(_manifest_text(manifest))
         if final.exists():
             old = table_dir / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
@@ -112,24 +139,20 @@ def _write_folder(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return WrittenPartition(final, df.height, (final / DATA_FILE).stat().st_size, manifest)
+    rows = manifest["rows"]
+    return WrittenPartition(final, rows, (final / DATA_FILE).stat().st_size, manifest)
 
 
-def _write_objects(final: UPath, df: pl.DataFrame, manifest: dict[str, Any]) -> WrittenPartition:
+def _write_objects(final: UPath, data: PartitionData, manifest: dict[str, Any]) -> WrittenPartition:
     """One PUT per object, each atomic. The old manifest goes first, so a rewrite that fails
     halfway reads as a missing partition, never as new data under the old manifest."""
-    data = _parquet_bytes(df)
-    (final / MANIFEST).unlink(missing_ok=True)
-    (final / DATA_FILE).write_bytes(data)
-    (final / MANIFEST).write_text(_manifest_text(manifest))
-    return WrittenPartition(final, df.height, len(data), manifest)
-
-
-def _parquet_bytes(df: pl.DataFrame) -> bytes:
-    """The Parquet bytes of a partition (the same as the local file's)."""
     buf = io.BytesIO()
-    df.write_parquet(buf, compression="zstd", compression_level=3, statistics=True)
-    return buf.getvalue()
+    manifest = {**manifest, "rows": _write_parquet(data, buf)}
+    body = buf.getvalue()
+    (final / MANIFEST).unlink(missing_ok=True)
+    (final / DATA_FILE).write_bytes(body)
+    (final / MANIFEST).write_text(_manifest_text(manifest))
+    return WrittenPartition(final, manifest["rows"], len(body), manifest)
 
 
 def _present(folder: LakePath) -> bool:
@@ -140,12 +163,14 @@ def has_partition(table_dir: LakePath, day: date | str) -> bool:
     return _present(partition_dir(table_dir, day))
 
 
-def read_partition(table_dir: LakePath, day: date | str) -> pl.DataFrame | None:
+def read_partition(
+    table_dir: LakePath, day: date | str, columns: list[str] | None = None
+) -> pl.DataFrame | None:
     folder = partition_dir(table_dir, day)
     if not _present(folder):
         return None
     path = folder / DATA_FILE
-    return pl.read_parquet(path.read_bytes() if is_object_store(path) else path)
+    return pl.read_parquet(path.read_bytes() if is_object_store(path) else path, columns=columns)
 
 
 def iter_partition(
@@ -153,11 +178,13 @@ def iter_partition(
     day: date | str,
     columns: list[str] | None = None,
     batch_rows: int = 2_000_000,
+    whole_rows: int | None = None,
 ) -> Iterator[pl.DataFrame]:
     """A partition as frames of at most ``batch_rows`` rows, in file order (nothing if absent).
 
     For partitions too big to hold whole next to what is made of them (a 10M-event bronze day).
-    A partition that fits in one batch is read by Polars' own (parallel) reader.
+    A partition of at most ``whole_rows`` rows (default ``batch_rows``) is one frame, read by
+    Polars' own (parallel) reader.
     """
     folder = partition_dir(table_dir, day)
     if not _present(folder):
@@ -165,7 +192,7 @@ def iter_partition(
     path = folder / DATA_FILE
     with path.open("rb") as fh:
         pf = pq.ParquetFile(fh)
-        if pf.metadata.num_rows > batch_rows:
+        if pf.metadata.num_rows > (batch_rows if whole_rows is None else whole_rows):
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pl.from_arrow(batch)  # type: ignore[misc]
             return
@@ -173,8 +200,10 @@ def iter_partition(
     yield pl.read_parquet(path.read_bytes() if is_object_store(path) else path, columns=columns)
 
 
-def read_partitions(table_dir: LakePath, days: list[date]) -> list[pl.DataFrame]:
-    return [df for d in days if (df := read_partition(table_dir, d)) is not None]
+def read_partitions(
+    table_dir: LakePath, days: list[date], columns: list[str] | None = None
+) -> list[pl.DataFrame]:
+    return [df for d in days if (df := read_partition(table_dir, d, columns)) is not None]
 
 
 def read_manifest(table_dir: LakePath, day: date | str) -> dict[str, Any] | None:

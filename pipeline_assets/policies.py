@@ -18,9 +18,9 @@ _POLARS_TO_TYPE = {
 }  # fmt: skip
 
 
-def column_schema(frame: pl.DataFrame) -> dg.TableSchema:
+def column_schema(frame: pl.DataFrame | pl.Schema) -> dg.TableSchema:
     cols = []
-    for name, dtype in frame.schema.items():
+    for name, dtype in (frame if isinstance(frame, pl.Schema) else frame.schema).items():
         base = dtype.base_type() if hasattr(dtype, "base_type") else dtype
         cols.append(dg.TableColumn(name, _POLARS_TO_TYPE.get(base, str(dtype).lower())))
     return dg.TableSchema(columns=cols)

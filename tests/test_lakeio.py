@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 import s3fs
 
@@ -86,6 +87,20 @@ def test_a_rerun_replaces_the_partition_with_the_same_bytes(table: LakePath):
     assert listing(table).keys() == first.keys()  # replaced, nothing left beside it
     write_partition(table, DAY, FRAME, {"source": "test"})
     assert listing(table) == first
+
+
+def test_a_partition_written_in_parts_is_one_file_of_row_groups(table: LakePath):
+    """A day too big to hold whole is written part by part (silver/events by hour)."""
+    parts = [FRAME.lazy().head(2), FRAME.lazy().tail(1)]
+    written = write_partition(table, DAY, parts, {"source": "parts"})
+    assert written.rows == 3 and read_manifest(table, DAY)["rows"] == 3
+    assert read_partition(table, DAY).equals(FRAME)
+    path = partition_dir(table, DAY) / DATA_FILE
+    with path.open("rb") as fh:
+        assert pq.ParquetFile(fh).metadata.num_row_groups == 2
+    first = listing(table)
+    write_partition(table, DAY, parts, {"source": "parts"})
+    assert listing(table) == first  # the same parts give the same bytes
 
 
 def test_local_and_s3_partitions_are_byte_identical(

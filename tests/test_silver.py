@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import polars as pl
 
@@ -183,27 +184,77 @@ def test_shop_state_and_scd2():
     assert h["is_current"].to_list() == [False, True] and h["name"].to_list() == ["A2", "A2"]
 
 
-def test_spilling_decoded_batches_to_disk_gives_the_same_result(monkeypatch):
-    """Large days go through temporary files (events.SPILL_ROWS); the result must not change."""
+def test_a_day_processed_out_of_core_is_the_same_day(monkeypatch, tmp_path):
+    """Past events.SPILL_ROWS a day goes through hash buckets and hourly files on disk. Duplicates
+    in different batches, a bot whose burst is split across buckets, several hours, quarantine
+    and contract violations must all come out as they do in memory, down to the written bytes."""
+    from pipeline_assets.lakeio import write_partition
     from pipeline_assets.silver import events
 
-    docs = [ev(T0 + timedelta(seconds=i), anon=f"a{i % 3}") for i in range(12)]
+    dup = ev(T0, event_id="11111111-1111-4111-8111-111111111111")
+    docs = [ev(T0 + timedelta(minutes=37 * i), anon=f"a{i % 3}") for i in range(12)]  # 7 hours
+    docs += [dup, *[ev(T0 + timedelta(milliseconds=60 * i), anon="fast") for i in range(6)]]
     docs.append(ev(T0, "product_view", product_id="p1", price=-5.0))  # a contract violation
+    docs.append(ev(T0 - timedelta(days=3), received=T0))  # beyond the lateness window
+    docs.append(dict(dup, received_at=iso(T0 + timedelta(seconds=30))))  # last batch: a copy
     frame = bronze(docs)
 
-    def read(columns):  # three batches, as the asset reads bronze
+    def read(columns):  # batches of 5, as the asset reads bronze in batches
         return [
-            frame.slice(i, 5).select(columns) if columns else frame.slice(i, 5) for i in (0, 5, 10)
+            frame.slice(i, 5).select(columns) if columns else frame.slice(i, 5)
+            for i in range(0, frame.height, 5)
         ]
 
     whole = build_silver_events(frame, D)
     monkeypatch.setattr(events, "SPILL_ROWS", 0)
-    spilled = events.build_silver_events_from(read, D)
-    assert spilled.events.equals(whole.events) and spilled.events.height == 12
-    assert spilled.quarantine.equals(whole.quarantine) and spilled.stats == whole.stats
+    monkeypatch.setattr(events, "BUCKETS", 4)
+    with events.build_silver_events_from(read, D) as spilled:
+        assert len(spilled.parts) == 7  # one per hour of the day that has events
+        assert spilled.events.equals(whole.events) and spilled.events.height == 19
+        assert spilled.quarantine.equals(whole.quarantine) and spilled.stats == whole.stats
+        a = write_partition(tmp_path / "a", D, spilled.parts, {})
+        spill = Path(spilled.spill.name)
+    with events.build_silver_events_from(read, D) as again:
+        write_partition(tmp_path / "again", D, again.parts, {})
+    assert (tmp_path / "again" / f"date={D}" / "part-0.parquet").read_bytes() == (
+        a.path / "part-0.parquet"
+    ).read_bytes()
+    assert not spill.exists()  # the temporary files are gone with the result
+    b = write_partition(tmp_path / "b", D, whole.events, {})
+    assert whole.stats["duplicates_removed"] == 1 and whole.stats["bots"] == 6
+    assert whole.quarantine["reason"].sort().to_list() == [
+        "contract_violation",
+        "late_beyond_window",
+    ]
+    assert a.rows == b.rows == 19
+    assert pl.read_parquet(a.path / "part-0.parquet").equals(whole.events)
+    assert pl.read_parquet(b.path / "part-0.parquet").equals(whole.events)
 
 
 def test_an_empty_arrival_window_gives_an_empty_partition():
     out = build_silver_events(bronze([ev(T0)]).clear(), D)
     assert out.events.height == 0 and out.quarantine.height == 0
     assert out.stats["input_rows"] == 0 and "event_id" in out.events.columns
+
+
+def test_the_silver_contract_check_reads_a_day_in_batches_and_still_sees_duplicates(
+    monkeypatch, tmp_path
+):
+    """The check validates big days batch by batch; an event_id repeated across two batches
+    must still fail it, and a clean day must pass."""
+    from pipeline_assets import checks
+    from pipeline_assets.lakeio import write_partition
+    from pipeline_assets.silver.schema import SilverEvent
+
+    events = build_silver_events(
+        bronze([ev(T0 + timedelta(seconds=i)) for i in range(6)]), D
+    ).events
+    monkeypatch.setattr(checks, "VALIDATE_BATCH_ROWS", 4)
+    write_partition(tmp_path / "ok", D, events, {})
+    ok = checks._validate_day(tmp_path / "ok", D, SilverEvent)
+    assert ok.passed and ok.metadata["rows"].value == 6
+    twice = pl.concat([events, events.head(1)])  # row 7 repeats row 1, in another batch
+    write_partition(tmp_path / "dup", D, twice, {})
+    bad = checks._validate_day(tmp_path / "dup", D, SilverEvent)
+    assert not bad.passed and bad.metadata["duplicated event_id"].value == 2
+    assert not checks._validate_day(tmp_path / "none", D, SilverEvent).passed

@@ -12,7 +12,13 @@ from pipeline_assets.bronze.shopdb import SHOP_TABLES
 from pipeline_assets.lakeio import has_partition, iter_partition, read_partitions, write_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.policies import column_schema, partition_days, partition_metadata
-from pipeline_assets.silver.events import BronzeReader, build_silver_events_from, window_days
+from pipeline_assets.silver.events import (
+    SPILL_ROWS,
+    BronzeReader,
+    build_silver_events_from,
+    window_days,
+)
+from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
 from resources import LakeResource
@@ -21,6 +27,9 @@ from shoplake.importers.mapping import MAPPINGS_DIR
 
 LATENESS_DAYS = int(os.environ.get("SHOPLAKE_LATENESS_DAYS", "2"))
 RECONCILIATION = "bronze_rows_reconcile"
+# A bronze partition bigger than SPILL_ROWS is decoded this many rows at a time: a decoded batch
+# takes several times its Parquet size in memory.
+BRONZE_BATCH_ROWS = 500_000
 
 EVENTS = dg.AssetKey(["silver", "events"])
 
@@ -51,7 +60,7 @@ def bronze_reader(tables: list, day: date) -> BronzeReader:
     def read(columns: list[str] | None) -> Iterator[pl.DataFrame]:
         for table in tables:
             for d in window_days(day, LATENESS_DAYS):
-                for batch in iter_partition(table, d, columns):
+                for batch in iter_partition(table, d, columns, BRONZE_BATCH_ROWS, SPILL_ROWS):
                     yield batch if columns else batch.with_columns(arrival_date=pl.lit(d))
 
     return read
@@ -102,20 +111,21 @@ QUARANTINE = dg.AssetKey(["silver", "events_quarantine"])
 def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
     tables = bronze_event_tables(lake)
     per_day: dict[str, Any] = {}
-    last = None
+    schema = None
     for day in partition_days(context):
         if not any(has_partition(t, d) for t in tables for d in window_days(day, LATENESS_DAYS)):
             raise dg.Failure(
                 f"no bronze/events partitions for {day} and the days after it: materialize bronze first"
             )
-        result = build_silver_events_from(bronze_reader(tables, day), day, LATENESS_DAYS)
-        manifest = {"date": day.isoformat(), "lateness_days": LATENESS_DAYS, **result.stats}
-        write_partition(lake.table_dir("silver", "events"), day, result.events, manifest)
-        write_partition(
-            lake.table_dir("silver", "events_quarantine"), day, result.quarantine, manifest
-        )
+        read = bronze_reader(tables, day)
+        with build_silver_events_from(read, day, LATENESS_DAYS, context.log.info) as result:
+            manifest = {"date": day.isoformat(), "lateness_days": LATENESS_DAYS, **result.stats}
+            write_partition(lake.table_dir("silver", "events"), day, result.parts, manifest)
+            write_partition(
+                lake.table_dir("silver", "events_quarantine"), day, result.quarantine, manifest
+            )
+            schema = result.schema
         per_day[day.isoformat()] = result.stats
-        last = result
         context.log.info(f"silver/events {day}: {result.stats}")
     totals = {k: sum(s[k] for s in per_day.values()) for k in next(iter(per_day.values()))}
     balanced = (
@@ -129,7 +139,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
             "duplicates_removed": totals["duplicates_removed"],
             "bots": totals["bots"],
             "partitions": per_day,
-            "dagster/column_schema": column_schema(last.events) if last else None,
+            "dagster/column_schema": column_schema(schema) if schema else None,
         },
     )
     yield dg.MaterializeResult(
@@ -167,7 +177,7 @@ def silver_sessions(context: dg.AssetExecutionContext, lake: LakeResource) -> dg
     frame = None
     for day in partition_days(context):
         window = read_partitions(
-            events_dir, [day - timedelta(days=1), day, day + timedelta(days=1)]
+            events_dir, [day - timedelta(days=1), day, day + timedelta(days=1)], SESSION_COLUMNS
         )
         if not window:
             raise dg.Failure(f"silver/events for {day} is missing: materialize it first")

@@ -17,8 +17,9 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,18 +35,13 @@ FUTURE_TOLERANCE = timedelta(hours=1)
 BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
 BOT_GAP = timedelta(milliseconds=100)
 BOT_MIN_CLICKS = 5
-# Decoded bronze batches beyond this many rows go through a temporary file (see below).
+# Past this many bronze rows a day is processed out of core (build_silver_events_from), in
+# BUCKETS pieces by a hash of event_id.
 SPILL_ROWS = int(os.environ.get("SHOPLAKE_SILVER_SPILL_ROWS", "2000000"))
+BUCKETS = int(os.environ.get("SHOPLAKE_SILVER_BUCKETS", "32"))
 
 _CONTEXT = ("platform", "device_type", "user_agent", "ip", "locale", "country", "page_url", "referrer",
             "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")  # fmt: skip
-
-
-@dataclass
-class SilverEventsResult:
-    events: pl.DataFrame
-    quarantine: pl.DataFrame
-    stats: dict[str, int]
 
 
 def window_days(day: date, lateness_days: int) -> list[date]:
@@ -132,11 +128,11 @@ def parse_user_agents(df: pl.DataFrame) -> pl.DataFrame:
     return df.join(lookup, on="user_agent", how="left")
 
 
-def flag_bots(df: pl.DataFrame) -> pl.DataFrame:
-    """is_bot: a crawler user agent, or a visitor with >= 5 events less than 100 ms apart."""
-    fast = (
-        df.select("anonymous_id", "event_at")
-        .sort("anonymous_id", "event_at")
+def cadence_bots(keys: pl.DataFrame) -> pl.DataFrame:
+    """Visitors with >= 5 events less than 100 ms apart (``keys``: anonymous_id, event_at), with
+    ``cadence_bot`` true. Crawler user agents are the other bot rule (``BOT_UA``)."""
+    return (
+        keys.sort("anonymous_id", "event_at")
         .with_columns(gap=pl.col("event_at").diff().over("anonymous_id"))
         # Strictly positive: equal timestamps usually mean coarse clocks (whole seconds), not a bot.
         .with_columns(
@@ -148,15 +144,8 @@ def flag_bots(df: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("clicks") >= BOT_MIN_CLICKS)
         .select("anonymous_id")
         .unique()
+        .sort("anonymous_id")
         .with_columns(cadence_bot=pl.lit(True))
-    )
-    return (
-        df.join(fast, on="anonymous_id", how="left")
-        .with_columns(
-            is_bot=pl.col("cadence_bot").fill_null(False)
-            | pl.col("user_agent").fill_null("").str.contains(f"(?i){BOT_UA.pattern}")
-        )
-        .drop("cadence_bot")
     )
 
 
@@ -166,15 +155,50 @@ def flag_bots(df: pl.DataFrame) -> pl.DataFrame:
 BronzeReader = Callable[[list[str] | None], Iterable[pl.DataFrame]]
 
 
+@dataclass
+class SilverEventsResult:
+    """silver/events of one day as ``parts`` (in order: one frame, or one per hour of a day
+    processed out of core, read from temporary files), its quarantine and its figures.
+
+    Use it as a context manager, or call ``close()``: it removes the temporary files.
+    """
+
+    parts: list[pl.LazyFrame]
+    quarantine: pl.DataFrame
+    stats: dict[str, int]
+    spill: tempfile.TemporaryDirectory | None = field(default=None, repr=False)
+
+    @property
+    def schema(self) -> pl.Schema:
+        return self.parts[0].collect_schema()
+
+    @property
+    def events(self) -> pl.DataFrame:
+        """The whole partition as one frame (for small days and tests)."""
+        return pl.concat([p.collect() for p in self.parts])
+
+    def close(self) -> None:
+        if self.spill is not None:
+            self.spill.cleanup()
+
+    def __enter__(self) -> SilverEventsResult:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def build_silver_events(
     bronze: pl.DataFrame, day: date, lateness_days: int = 2
 ) -> SilverEventsResult:
-    """``bronze``: rows of arrival days ``window_days(day)`` with an ``arrival_date`` column."""
+    """``bronze``: rows of arrival days ``window_days(day)`` with an ``arrival_date`` column.
+    The result is held in memory (no temporary files left behind)."""
 
     def read(columns: list[str] | None) -> list[pl.DataFrame]:
         return [bronze.select(columns) if columns else bronze]
 
-    return build_silver_events_from(read, day, lateness_days)
+    with build_silver_events_from(read, day, lateness_days) as out:
+        return SilverEventsResult([out.events.lazy()], out.quarantine, out.stats)
 
 
 def _prepare(
@@ -200,8 +224,14 @@ def _prepare(
         .when(too_late).then(pl.lit("late_beyond_window"))
         .otherwise(None)
     )  # fmt: skip
-    raw = df.filter(pl.col("reason").is_not_null()).select("_src", "value")
+    raw = _compact(df.filter(pl.col("reason").is_not_null()).select("_src", "value"))
     return df.drop("value"), raw
+
+
+def _compact(df: pl.DataFrame) -> pl.DataFrame:
+    """A copy that owns its strings. A filtered Polars string column shares the buffers of the
+    column it came from: a few kept rows would hold a whole batch's JSON in memory."""
+    return pl.from_arrow(df.to_arrow())  # type: ignore[return-value]
 
 
 def _raw_json(read: BronzeReader, src: pl.Series) -> pl.DataFrame:
@@ -215,30 +245,157 @@ def _raw_json(read: BronzeReader, src: pl.Series) -> pl.DataFrame:
     return pl.concat(out) if out else pl.DataFrame(schema={"_src": pl.UInt32, "value": pl.String})
 
 
-def build_silver_events_from(
-    read: BronzeReader, day: date, lateness_days: int = 2
-) -> SilverEventsResult:
-    """silver/events and its quarantine for ``day``, from bronze read batch by batch (above)."""
-    with tempfile.TemporaryDirectory(prefix="shoplake-silver-") as spill:
-        parts, raws, rows = [], [], 0
-        for batch in read(None):
-            part, raw = _prepare(batch, rows, lateness_days)
-            rows += batch.height
-            raws.append(raw)
-            if rows > SPILL_ROWS:
-                # Freshly decoded frames hold about 2.5x their size in buffers; read back from
-                # disk they are compact. Below SPILL_ROWS the round trip costs more than it saves.
-                path = Path(spill) / f"part-{len(parts):05d}.arrow"
-                part.write_ipc(path)
-                part = path
-            parts.append(part)
-        df = pl.concat(
-            [pl.read_ipc(p) if isinstance(p, Path) else p for p in parts],
-            how="vertical_relaxed",
-        )
-    raw = pl.concat(raws, how="vertical_relaxed")
-    del parts, raws
+_QUARANTINE_KEEP = ("_src", "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date",
+                    "event_id", "event_type", "event_date", "reason")  # fmt: skip
 
+
+def build_silver_events_from(
+    read: BronzeReader, day: date, lateness_days: int = 2, log: Callable[[str], Any] | None = None
+) -> SilverEventsResult:
+    """silver/events and its quarantine for ``day``, from bronze read batch by batch (above).
+
+    Up to SPILL_ROWS bronze rows the day is held in memory. Past that it is processed out of
+    core, in three passes over temporary files (under TMPDIR):
+
+    1. decoded rows go to BUCKETS files by a hash of event_id, so every copy of an event lands in
+       the same bucket;
+    2. each bucket is deduplicated, parsed and validated on its own, and its good rows are filed
+       again by hour of event_at;
+    3. the bot cadence rule (which needs all of a visitor's events) runs on two columns of the
+       whole day, and the events are sorted hour by hour as they are written.
+
+    Memory then holds one batch, one bucket or one hour, never the arrival window. The result is
+    the same either way: the output order is (event_at, event_id), unique after deduplication.
+    """
+    spill = tempfile.TemporaryDirectory(prefix="shoplake-silver-")
+    try:
+        return _build(read, day, lateness_days, spill, log or (lambda _: None))
+    except BaseException:
+        spill.cleanup()
+        raise
+
+
+def _build(
+    read: BronzeReader,
+    day: date,
+    lateness_days: int,
+    spill: tempfile.TemporaryDirectory,
+    log: Callable[[str], Any],
+) -> SilverEventsResult:
+    folder, started = Path(spill.name), time.monotonic()
+    held: list[pl.DataFrame] = []  # decoded batches, while the day is small
+    raws, rows, spilled = [], 0, 0
+    for batch in read(None):
+        part, raw = _prepare(batch, rows, lateness_days)
+        rows += batch.height
+        raws.append(raw)
+        held.append(part)
+        if rows > SPILL_ROWS:
+            if not spilled:
+                log(f"silver/events {day}: more than {SPILL_ROWS:,} bronze rows, out of core in "
+                    f"{BUCKETS} buckets under {folder}")  # fmt: skip
+            for frame in held:
+                _file_by_bucket(frame, folder, spilled)
+                spilled += 1
+            held = []
+    raw = pl.concat(raws, how="vertical_relaxed")
+    del raws
+    log(f"silver/events {day}: {rows:,} bronze rows decoded ({time.monotonic() - started:.0f} s)")
+
+    if spilled:
+        buckets: Iterable[pl.DataFrame] = _read_buckets(folder)
+    else:
+        buckets = [pl.concat(held, how="vertical_relaxed")]
+    del held
+
+    stats = {"input_rows": 0, "duplicates_removed": 0}
+    keys, flags, bads, violations, oks = [], [], [], [], []
+    for n, bucket in enumerate(buckets):
+        good, bad, counts = _resolve(bucket, day)
+        del bucket
+        stats = {k: stats[k] + counts[k] for k in stats}
+        good = parse_user_agents(good).with_columns(
+            is_bot=pl.col("user_agent").fill_null("").str.contains(f"(?i){BOT_UA.pattern}")
+        )
+        keys.append(_compact(good.select("anonymous_id", "event_at")))
+        ok, violated = validate(good)
+        del good
+        flags.append(_compact(ok.select("anonymous_id", "is_bot")))
+        bads.append(_compact(bad.select(_QUARANTINE_KEEP)))
+        violations.append(_compact(violated.select(*_QUARANTINE_KEEP, "detail")))
+        if spilled:
+            _file_by_hour(ok, folder, n)
+            oks.append(ok.clear())
+            if n % 8 == 7:
+                log(f"silver/events {day}: {n + 1} buckets deduplicated and validated "
+                    f"({time.monotonic() - started:.0f} s)")  # fmt: skip
+        else:
+            oks.append(ok)
+        del ok
+
+    cadence = cadence_bots(pl.concat(keys, how="vertical_relaxed"))
+    del keys
+    if spilled:
+        hours = sorted({p.name[:3] for p in folder.glob("h*-b*.arrow")})
+        parts = [
+            _finish(
+                pl.concat(
+                    [pl.scan_ipc(p) for p in sorted(folder.glob(f"{h}-b*.arrow"))],
+                    how="vertical_relaxed",
+                ),
+                cadence,
+            )
+            for h in hours
+        ]
+    else:
+        parts = []
+    if not parts:
+        parts = [_finish(pl.concat(oks, how="vertical_relaxed").lazy(), cadence)]
+
+    quarantine = _quarantine(
+        pl.concat(bads, how="vertical_relaxed").join(raw, on="_src", how="left"),
+        pl.concat(violations, how="vertical_relaxed"),
+        read,
+    )
+    flags = pl.concat(flags, how="vertical_relaxed").join(cadence, on="anonymous_id", how="left")
+    bots = flags.select((pl.col("is_bot") | pl.col("cadence_bot").fill_null(False)).sum()).item()
+    stats = {
+        "input_rows": stats["input_rows"],
+        "silver_rows": flags.height,
+        "quarantined": quarantine.height,
+        "duplicates_removed": stats["duplicates_removed"],
+        "bots": int(bots),
+    }
+    return SilverEventsResult(parts, quarantine, stats, spill)
+
+
+def _file_by_bucket(frame: pl.DataFrame, folder: Path, seq: int) -> None:
+    bucket = (pl.col("event_id").hash(seed=0) % BUCKETS).alias("_bucket")
+    for (b,), piece in frame.with_columns(bucket).partition_by("_bucket", as_dict=True).items():
+        piece.drop("_bucket").write_ipc(folder / f"b{b:03d}-{seq:05d}.arrow", compression="lz4")
+
+
+def _read_buckets(folder: Path) -> Iterator[pl.DataFrame]:
+    """Each bucket's rows, in file order; its files are removed once read (disk is finite too)."""
+    for b in range(BUCKETS):
+        files = sorted(folder.glob(f"b{b:03d}-*.arrow"))
+        if not files:
+            continue
+        frame = pl.concat([pl.read_ipc(p) for p in files], how="vertical_relaxed")
+        for p in files:
+            p.unlink()
+        yield frame
+
+
+def _file_by_hour(frame: pl.DataFrame, folder: Path, bucket: int) -> None:
+    hour = pl.col("event_at").dt.hour().alias("_hour")
+    for (h,), piece in frame.with_columns(hour).partition_by("_hour", as_dict=True).items():
+        piece.drop("_hour").write_ipc(folder / f"h{h:02d}-b{bucket:03d}.arrow", compression="lz4")
+
+
+def _resolve(df: pl.DataFrame, day: date) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, int]]:
+    """Rows holding every copy of their event_ids -> the good and the quarantined rows of ``day``,
+    and how many rows came in and how many duplicates were dropped for it."""
     # Canonical copy per event_id: the first to arrive (sorting only the keys, not the frame).
     order = df.select(
         pl.arg_sort_by("kafka_timestamp", "kafka_partition", "kafka_offset")
@@ -262,34 +419,41 @@ def build_silver_events_from(
     del canon_bucket, dups
 
     mine = df.filter(pl.col("is_canonical") & (pl.col("bucket") == day))
-    del df  # frames are released as soon as they are replaced: a 10M-event day is several GB
-    good = mine.filter(pl.col("reason").is_null())
+    del df  # frames are released as soon as they are replaced: a bucket can be GBs
+    good = mine.filter(pl.col("reason").is_null()).drop("bucket", "is_canonical")
     bad = mine.filter(pl.col("reason").is_not_null())
-    input_rows = mine.height + duplicates_removed
-    del mine
+    counts = {
+        "input_rows": mine.height + duplicates_removed,
+        "duplicates_removed": duplicates_removed,
+    }
+    return good, bad, counts
 
-    good = flag_bots(parse_user_agents(good)).sort("event_at", "event_id")
-    good, violations = validate(good)
-    bad = bad.join(raw, on="_src", how="left")
+
+def _finish(frame: pl.LazyFrame, cadence: pl.DataFrame) -> pl.LazyFrame:
+    """Good rows -> silver/events rows: the cadence bot flag, the column order, sorted."""
+    out = (
+        frame.join(cadence.lazy(), on="anonymous_id", how="left")
+        .with_columns(is_bot=pl.col("is_bot") | pl.col("cadence_bot").fill_null(False))
+        .drop("cadence_bot", "_src", "reason")
+        .sort("event_at", "event_id")
+    )
+    return out.select(sorted(out.collect_schema().names(), key=_column_order))
+
+
+def _quarantine(bad: pl.DataFrame, violations: pl.DataFrame, read: BronzeReader) -> pl.DataFrame:
     if violations.height:
         violations = violations.join(_raw_json(read, violations["_src"]), on="_src", how="left")
     else:
         violations = violations.with_columns(value=pl.lit(None, pl.String))
-    quarantine = pl.concat(
-        [quarantine_rows(bad, None), quarantine_rows(violations, "contract_violation")],
-        how="diagonal_relaxed",
-    ).sort("kafka_partition", "kafka_offset")
-    events = good.drop("_src", "reason", "bucket", "is_canonical")
-    del good
-    events = events.select(sorted(events.columns, key=_column_order))
-    stats = {
-        "input_rows": input_rows,
-        "silver_rows": events.height,
-        "quarantined": quarantine.height,
-        "duplicates_removed": duplicates_removed,
-        "bots": int(events["is_bot"].sum()) if events.height else 0,
-    }
-    return SilverEventsResult(events, quarantine, stats)
+    return (
+        pl.concat(
+            [quarantine_rows(bad, None), quarantine_rows(violations, "contract_violation")],
+            how="diagonal_relaxed",
+        )
+        # _src breaks ties: imported history has no Kafka offsets, and the bytes must not vary.
+        .sort("kafka_partition", "kafka_offset", "_src")
+        .drop("_src")
+    )
 
 
 def validate(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -318,8 +482,8 @@ def validate(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def quarantine_rows(df: pl.DataFrame, reason: str | None) -> pl.DataFrame:
     cols: list[Any] = [
-        "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date", "event_id", "event_type",
-        pl.col("value").alias("raw"),
+        "_src", "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date", "event_id",
+        "event_type", pl.col("value").alias("raw"),
     ]  # fmt: skip
     out = df.select(*cols, pl.col("event_date"))
     out = out.with_columns(reason=pl.lit(reason) if reason else df["reason"])
