@@ -13,6 +13,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -102,20 +103,30 @@ def _write_parquet(data: PartitionData, dest: Any) -> int:
         df.write_parquet(dest, compression="zstd", compression_level=3, statistics=True)
         return df.height
     writer, rows = None, 0
-    try:
-        for part in data:
-            # One chunk per column: the bytes must not depend on how the part was computed.
-            table = part.collect().rechunk().to_arrow()
-            if writer is None:
-                writer = pq.ParquetWriter(
-                    dest, table.schema, compression="zstd", compression_level=3
-                )
-            writer.write_table(table.cast(writer.schema))
-            rows += table.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
+    # The next part is computed while this one is compressed and written (both release the GIL).
+    with ThreadPoolExecutor(1) as pool:
+        ahead = pool.submit(_arrow, data[0])
+        try:
+            for i in range(len(data)):
+                table = ahead.result()
+                if i + 1 < len(data):
+                    ahead = pool.submit(_arrow, data[i + 1])
+                if writer is None:
+                    writer = pq.ParquetWriter(
+                        dest, table.schema, compression="zstd", compression_level=3
+                    )
+                writer.write_table(table.cast(writer.schema))
+                rows += table.num_rows
+                del table
+        finally:
+            if writer is not None:
+                writer.close()
     return rows
+
+
+def _arrow(part: pl.LazyFrame) -> Any:
+    # One chunk per column: the bytes must not depend on how the part was computed.
+    return part.collect().rechunk().to_arrow()
 
 
 def _write_folder(
@@ -192,10 +203,19 @@ def iter_partition(
     path = folder / DATA_FILE
     with path.open("rb") as fh:
         pf = pq.ParquetFile(fh)
-        if pf.metadata.num_rows > (batch_rows if whole_rows is None else whole_rows):
+        rows = pf.metadata.num_rows
+        if rows > (batch_rows if whole_rows is None else whole_rows) and is_object_store(path):
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pl.from_arrow(batch)  # type: ignore[misc]
             return
+    if rows > (batch_rows if whole_rows is None else whole_rows):
+        # Polars reads only the row groups a slice needs, about 8x faster than pyarrow's
+        # iter_batches followed by a conversion.
+        scan = pl.scan_parquet(path)
+        scan = scan.select(columns) if columns else scan
+        for offset in range(0, rows, batch_rows):
+            yield scan.slice(offset, batch_rows).collect()
+        return
     # One frame, also for an empty partition (with its columns).
     yield pl.read_parquet(path.read_bytes() if is_object_store(path) else path, columns=columns)
 
