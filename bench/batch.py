@@ -1,6 +1,7 @@
 """Batch layer cost for one daily partition, vs one hand-written DuckDB query, same input, same run.
 
     .venv/bin/python -m bench.batch [--events 1000000] [--cold]
+    .venv/bin/python -m bench.batch --resume DIR [--silver-only]   # again on DIR's lake
 
 1. Simulates one day (faults on) straight into a throw-away Kafka broker (through the ingest path).
 2. Materializes bronze -> silver -> gold for that day with Dagster (in process), timing each step.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -98,7 +100,8 @@ def dbt_elapsed(run_id: str) -> float | None:
 def bare_silver_events(lake: Path, scratch: Path) -> float:
     """The silver/events asset's body without Dagster: same reads, transform and writes."""
     t = time.perf_counter()
-    with build_silver_events_from(bronze_reader([lake / "bronze/events"], DAY), DAY) as silver:
+    read = bronze_reader([lake / "bronze/events"], DAY)
+    with build_silver_events_from(read, DAY, log=lambda m: print("   ", m, flush=True)) as silver:
         write_partition(scratch / "silver", DAY, silver.parts, silver.stats)
         write_partition(scratch / "quarantine", DAY, silver.quarantine, silver.stats)
     return time.perf_counter() - t
@@ -112,13 +115,21 @@ def peer_query(lake: Path) -> tuple[tuple, float]:
     return row, time.perf_counter() - t
 
 
-def resume(tmp: Path) -> None:
+def resume(tmp: Path, silver_only: bool = False) -> None:
     """silver -> gold again on an earlier run's lake (e.g. after that run was stopped)."""
     settings = get_settings(
         {"SHOPLAKE_HOME": str(tmp / "home"), "SHOPLAKE_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
     )
     rows = (read_manifest(settings.home / "lake/bronze/events", DAY) or {}).get("rows")
     print(f"resuming {tmp}: bronze/events {DAY} holds {rows:,} rows")
+    if silver_only:
+        with tempfile.TemporaryDirectory(prefix="shoplake-bench-") as scratch:
+            seconds = bare_silver_events(settings.home / "lake", Path(scratch))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+        print(
+            f"silver/events body (read, transform, write): {seconds:.1f} s, peak RSS {peak:.1f} GB"
+        )
+        return
     lake_assets = [
         a for a in defs.assets
         if isinstance(a, dg.AssetsDefinition) and a.partitions_def is not None
@@ -157,9 +168,11 @@ def main() -> None:
     ap.add_argument("--resume", type=Path, metavar="DIR",
                     help="the folder of an earlier run whose bronze is materialized: time silver -> gold "
                          "again without simulating (its broker is gone, so bronze is not re-run)")  # fmt: skip
+    ap.add_argument("--silver-only", action="store_true",
+                    help="with --resume: time the silver/events body alone, and its peak memory")  # fmt: skip
     args = ap.parse_args()
     if args.resume:
-        return resume(args.resume)
+        return resume(args.resume, args.silver_only)
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-batch-"))
     broker = start_broker(tmp / "kafka")
     try:
