@@ -201,23 +201,23 @@ def iter_partition(
     if not _present(folder):
         return
     path = folder / DATA_FILE
+    whole = batch_rows if whole_rows is None else whole_rows
     with path.open("rb") as fh:
         pf = pq.ParquetFile(fh)
         rows = pf.metadata.num_rows
-        if rows > (batch_rows if whole_rows is None else whole_rows) and is_object_store(path):
+        if rows > whole and is_object_store(path):
             for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pl.from_arrow(batch)  # type: ignore[misc]
             return
-    if rows > (batch_rows if whole_rows is None else whole_rows):
-        # Polars reads only the row groups a slice needs, about 8x faster than pyarrow's
-        # iter_batches followed by a conversion.
-        scan = pl.scan_parquet(path)
-        scan = scan.select(columns) if columns else scan
-        for offset in range(0, rows, batch_rows):
-            yield scan.slice(offset, batch_rows).collect()
+    if rows <= whole:  # one frame, also for an empty partition (with its columns)
+        yield pl.read_parquet(path.read_bytes() if is_object_store(path) else path, columns=columns)
         return
-    # One frame, also for an empty partition (with its columns).
-    yield pl.read_parquet(path.read_bytes() if is_object_store(path) else path, columns=columns)
+    # Polars reads only the row groups a slice needs, about 8x faster than pyarrow's iter_batches
+    # followed by a conversion.
+    scan = pl.scan_parquet(path)
+    scan = scan.select(columns) if columns else scan
+    for offset in range(0, rows, batch_rows):
+        yield scan.slice(offset, batch_rows).collect()
 
 
 def read_partitions(
