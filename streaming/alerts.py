@@ -115,7 +115,7 @@ class VisitorAlertsLogic(ShardLogic):
         super().__init__(config, resume)
         self.rules = config.rules
         self.bot_gap_ms = int(config.rules.bot_gap.total_seconds() * 1000)
-        self.idle_ms = int(config.session_gap.total_seconds() * 1000)
+        self.session_gap_ms = int(config.session_gap.total_seconds() * 1000)
         self.ttl_ms = int(config.visitor_ttl.total_seconds() * 1000)
 
     def initial_state(self) -> dict:
@@ -151,7 +151,7 @@ class VisitorAlertsLogic(ShardLogic):
         minute = WINDOW_1M.index(wm)
         if s["swept"] is None or minute > s["swept"]:
             s["swept"] = minute
-            horizon = wm - self.idle_ms
+            horizon = wm - self.session_gap_ms
             s["runs"] = {v: r for v, r in s["runs"].items() if r[0] >= horizon}
         day = wm // DAY_MS
         if s["swept_day"] is None or day > s["swept_day"]:

@@ -533,6 +533,25 @@ def test_an_idle_shard_advances_its_watermark_with_the_wall_clock(monkeypatch):
     assert isinstance(out[-1], Mark) and out[-1].watermark_ms == int(T0.timestamp() * 1000) + 30_000
 
 
+def test_an_idle_shard_of_the_visitor_alerts_advances_after_the_idle_timeout(monkeypatch):
+    """Guards the per-visitor alert step's wall-clock advance: it must wake after idle_timeout
+    (30 s), not after the 30-minute session gap it also uses to forget click runs."""
+    import time as time_module
+
+    from streaming.alerts import VisitorAlertsLogic
+
+    wall = [T0.timestamp()]
+    monkeypatch.setattr(time_module, "time", lambda: wall[0])
+    config = StreamConfig(idle_advance=True, idle_timeout=timedelta(seconds=30))
+    logic = VisitorAlertsLogic(config, None)
+    item = decode_message(message(event("page_view", "v", T0), partition=0), 8, DLQ_TOPIC)
+    logic.on_batch([item])
+    assert logic.notify_at() == T0 + timedelta(seconds=30)
+    wall[0] += 40
+    logic.on_notify()
+    assert logic.s["wm"] == int(T0.timestamp() * 1000) + 10_000 - 30_000  # now - idle - lateness
+
+
 def test_metrics_sessions_and_alerts_are_produced_to_their_topics():
     docs = [event("product_view", "bot", T0 + timedelta(milliseconds=40 * i)) for i in range(6)]
     run = run_flow(msgs(*docs))
