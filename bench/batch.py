@@ -18,10 +18,12 @@ import os
 import resource
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
-DAY = datetime.now(UTC).date() - timedelta(days=2)
+from shoplake import clock
+
+DAY = clock.today() - timedelta(days=2)
 os.environ["SHOPLAKE_PARTITIONS_START"] = (DAY - timedelta(days=1)).isoformat()
 
 import dagster as dg  # noqa: E402

@@ -68,6 +68,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
+from shoplake import clock
 from shoplake.contracts import ContractViolation, decode_event
 from shoplake.kafka_io import producer_config
 from shoplake.simulator.sinks import Sink
@@ -920,7 +921,7 @@ def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total:
           f"{', NO recovery' if args.latency_no_recovery else ''}")  # fmt: skip
 
     mem = MemorySink()  # a pool of raw payloads, sent in a cycle with fresh event ids
-    simulate(SimConfig(start=datetime.now(UTC).date() - timedelta(days=1), users=args.latency_pool // 3,
+    simulate(SimConfig(start=clock.today() - timedelta(days=1), users=args.latency_pool // 3,
                        seed=7, faults=FaultRates()), mem, None, show_progress=False)  # fmt: skip
     ingestor = Ingestor(Pseudonymizer(b"bench-key", "k1"))
     pool = prepare(mem.payloads[: args.latency_pool], ingestor)
@@ -1101,7 +1102,7 @@ def main() -> None:
         ensure_topics(bootstrap, {topics[0]: TopicSpec(topics[0], EVENT_PARTITIONS, -1, "delete"),
                                   topics[1]: TopicSpec(topics[1], DLQ_PARTITIONS, -1, "delete")})  # fmt: skip
         t = time.perf_counter()
-        day = datetime.now(UTC).date() - timedelta(days=1)
+        day = clock.today() - timedelta(days=1)
         sink = BenchTopicsSink(Ingestor(Pseudonymizer(b"bench-key", "k1")), bootstrap, *topics)
         simulate_day(day, args.visitors, sink, tmp)
         total, visitors = sum(sink.counts.values()), len(sink.visitors)

@@ -10,7 +10,7 @@ import base64
 import hashlib
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 import msgspec
 
@@ -140,7 +140,3 @@ class Ingestor:
 def _sniff_event_id(raw: bytes) -> str | None:
     m = _EVENT_ID.search(raw[:4096])
     return m.group(1).decode() if m else None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

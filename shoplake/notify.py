@@ -13,9 +13,10 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from shoplake import clock
 
 log = logging.getLogger("shoplake.notify")
 
@@ -113,7 +114,7 @@ class Notifier:
 
     def _append(self, note: Notification, delivered: bool, error: str | None) -> None:
         record = {
-            "at": datetime.now(UTC).isoformat(),
+            "at": clock.now().isoformat(),
             "title": note.title,
             "text": note.text,
             "severity": note.severity,

@@ -20,6 +20,7 @@ from functools import lru_cache
 import msgspec
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
+from shoplake import clock
 from shoplake.contracts import ContractViolation, decode_event
 from shoplake.ingest import MAX_EVENT_BYTES, DlqRecord
 
@@ -128,12 +129,12 @@ def decode_message(
     """
     if isinstance(msg, KafkaError):
         src = msg.msg
-        received = _kafka_ms(src) or now_ms or ms(datetime.now(UTC))
+        received = _kafka_ms(src) or now_ms or clock.now_ms()
         record = DlqRecord(reason=SOURCE_ERROR, error=str(msg.err), raw="", raw_bytes=0,
                            received_at=from_ms(received), source="stream")  # fmt: skip
         shard = shard_of(src.partition or 0, src.key, sub_shards)
         return Reject(SOURCE_ERROR, received, shard, "rejected", _dlq_encoder.encode(record))
-    received = _kafka_ms(msg) or now_ms or ms(datetime.now(UTC))
+    received = _kafka_ms(msg) or now_ms or clock.now_ms()
     if msg.topic == dlq_topic:
         try:
             rec = _dlq_decoder.decode(msg.value or b"")

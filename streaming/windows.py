@@ -26,6 +26,7 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
+from shoplake import clock
 from streaming import prom
 from streaming.config import StreamConfig
 from streaming.events import EPOCH, LiveEvent, Reject, from_ms
@@ -198,7 +199,7 @@ class ShardLogic(StatefulBatchLogic):
         """Idle for ``idle_timeout``: the partition is at its end, so what arrives next will have
         been received about now. Advance the watermark to the wall clock minus lateness and idle."""
         out: list = []
-        now_ms = int(time.time() * 1000)
+        now_ms = clock.now_ms()
         target = now_ms - self.idle_ms
         if target > self.s["max_recv"]:
             self._advance(target, out)
@@ -327,7 +328,9 @@ class MergeLogic(StatefulBatchLogic):
         rows = self.finish(start, acc)
         if not late:
             end_s = (start + self.windower.length_ms) / 1000
-            prom.WINDOW_EMIT_DELAY.labels(self.windower.name).observe(max(0.0, time.time() - end_s))
+            prom.WINDOW_EMIT_DELAY.labels(self.windower.name).observe(
+                max(0.0, clock.now_s() - end_s)
+            )
         return rows
 
     def on_eof(self) -> tuple[Iterable, bool]:

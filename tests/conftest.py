@@ -12,25 +12,33 @@ import logging
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from shoplake import clock
 from shoplake.platform.kafka import LocalKafka
 from shoplake.platform.postgres import LocalPostgres
 from shoplake.platform.process import free_port
 from shoplake.platform.topics import ensure_topics
 from shoplake.settings import REPO_ROOT, get_settings
 
-# The lake's first daily partition for the whole test session (read when pipeline_assets is
-# imported, which no module above does): five days ago, so the end-to-end test's days are inside
-# Kafka's 7-day retention and its first partition is the initial load of the shop database.
-E2E_D0 = datetime.now(UTC).date() - timedelta(days=5)
+# The shell's settings must not reach the tests (a developer's SHOPLAKE_HOME or DAGSTER_HOME would
+# point them at real state): every test starts from the defaults, and sets what it needs.
+KEPT_FROM_SHELL = {"SHOPLAKE_DATASETS", clock.ENV}
+for _name in [n for n in os.environ if n.startswith(("SHOPLAKE_", "DAGSTER_"))]:
+    if _name not in KEPT_FROM_SHELL:
+        del os.environ[_name]
+# One timeline for the whole session and every process it starts (SHOPLAKE_CLOCK moves it).
+if os.environ.get(clock.ENV):
+    os.environ[clock.ENV] = clock.env_value()
+TODAY = clock.today()
+# The end-to-end test's first day: recent enough for Kafka's 7-day retention.
+E2E_D0 = TODAY - timedelta(days=5)
 # Other tests that replay history into the shared shop.events use this day: inside the 7-day
 # retention (older replays make Kafka delete segments) and outside the end-to-end test's window.
-REPLAY_DAY = datetime.now(UTC).date() - timedelta(days=6)
-os.environ["SHOPLAKE_PARTITIONS_START"] = E2E_D0.isoformat()
+REPLAY_DAY = TODAY - timedelta(days=6)
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 JAR_CACHE = REPO_ROOT / ".shoplake" / "cache"

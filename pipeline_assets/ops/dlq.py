@@ -6,13 +6,14 @@ import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import msgspec
 import polars as pl
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline_assets.lakeio import LakePath, read_partition, stored_days, write_partition
+from shoplake import clock
 from shoplake.ingest import Accepted, DlqRecord, Ingestor
 from shoplake.kafka_io import KafkaWriter, Message
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -91,7 +92,7 @@ def retry_dlq(
     events_topic: str = EVENTS_TOPIC,
 ) -> RetryReport:
     """Re-validate due DLQ records; re-produce those that pass; record every attempt with backoff."""
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     history = {r["retry_key"]: r for r in load_history(history_dir).to_dicts()}
     report = RetryReport()
     replays: list[Message] = []

@@ -17,6 +17,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from shoplake import clock
+
 RUN_WINDOW_SECONDS = 24 * 3600
 CHECK_EVENTS_SCANNED = 5000
 
@@ -35,7 +37,7 @@ class DagsterMetrics(Collector):
         self,
         instance: Callable[[], dg.DagsterInstance],
         assets: Iterable[dg.AssetKey],
-        today: Callable[[], date] = lambda: datetime.now(UTC).date(),
+        today: Callable[[], date] = clock.today,
     ):
         self.instance = instance
         self.assets = list(assets)

@@ -17,6 +17,7 @@ import dagster as dg
 from pipeline_assets.sources.kafka_topics import topic_key
 from pipeline_assets.speed.assets import speed_key
 from resources import KafkaResource, LakeResource, NotifierResource
+from shoplake import clock
 from shoplake.notify import Notification
 from shoplake.platform.topics import EVENTS_TOPIC
 from streaming.config import recovery_dir
@@ -79,11 +80,10 @@ def input_topic() -> str:
 
 def table_observation(lake_root: str, table: str) -> dg.AssetObservation:
     """Rows written today and the age of the newest file: freshness without reading the data."""
-    from datetime import UTC, datetime
 
     folder = Path(lake_root) / "speed" / table
     files = list(folder.glob("date=*/part-*.parquet"))
-    today = datetime.now(UTC).date().isoformat()
+    today = clock.today().isoformat()
     metadata: dict = {"files": len(files)}
     if files:
         newest = max(f.stat().st_mtime for f in files)
@@ -148,11 +148,11 @@ MAX_ALERTS_PER_TICK = 20
 def notify_speed_alerts(
     context: dg.SensorEvaluationContext, lake: LakeResource, notifier: NotifierResource
 ):
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     from streaming.sinks import read_table
 
-    since = datetime.now(UTC).date() - timedelta(days=1)
+    since = clock.today() - timedelta(days=1)
     alerts = read_table("alerts", lake.speed_lake_root, start=since).sort(
         "window_start", "alert_id"
     )

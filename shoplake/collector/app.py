@@ -30,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from shoplake import clock
 from shoplake.collector.limits import TokenBucket, match_key
 from shoplake.collector.metrics import CollectorMetrics
 from shoplake.contracts.decode import EVENT_TOO_LARGE, MALFORMED_JSON
-from shoplake.ingest import Accepted, Ingestor, Rejected, key_id, utcnow
+from shoplake.ingest import Accepted, Ingestor, Rejected, key_id
 from shoplake.kafka_io import DeliveryFailed, KafkaWriter, Message
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 from shoplake.settings import Settings
@@ -131,7 +132,7 @@ class Collector:
                 return _json(413, {"error": f"request exceeds {MAX_REQUEST_BYTES} bytes"})
         body = bytes(body)
 
-        received_at = utcnow()
+        received_at = clock.now()
         wkid = key_id(write_key)
         replay = self.allow_replay and request.headers.get(REPLAY_HEADER) == "1"
         if replay and (stamp := request.headers.get(REPLAY_TIME_HEADER)):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from shoplake import warehouse
+from shoplake import clock, warehouse
 from shoplake.notify import read_log
 from shoplake.settings import Settings
 from shoplake.warehouse import WarehouseBusy  # noqa: F401 - the pages catch it as data.WarehouseBusy
@@ -184,7 +184,7 @@ def _speed(src: Sources, table: str, since: datetime) -> pl.DataFrame:
 
 def live_metrics(src: Sources, minutes: int = 30, dimension: str = "all") -> pl.DataFrame:
     """10-second windows of the last ``minutes`` (newest event time in the table as 'now')."""
-    frame = _speed(src, "window_metrics", datetime.now(UTC) - timedelta(days=1))
+    frame = _speed(src, "window_metrics", clock.now() - timedelta(days=1))
     frame = frame.filter((pl.col("window_size") == "10s") & (pl.col("dimension") == dimension))
     if frame.is_empty():
         return frame
@@ -196,7 +196,7 @@ def live_metrics(src: Sources, minutes: int = 30, dimension: str = "all") -> pl.
 
 def live_summary(src: Sources) -> dict[str, Any]:
     """The Live page's headline numbers, over the last hour of event time."""
-    now = datetime.now(UTC)
+    now = clock.now()
     m1 = _speed(src, "window_metrics", now - timedelta(days=1)).filter(
         (pl.col("window_size") == "1m") & (pl.col("dimension") == "all")
     )
@@ -224,7 +224,7 @@ def live_summary(src: Sources) -> dict[str, Any]:
 
 
 def recent_alerts(src: Sources, hours: int = 1) -> pl.DataFrame:
-    frame = _speed(src, "alerts", datetime.now(UTC) - timedelta(days=1))
+    frame = _speed(src, "alerts", clock.now() - timedelta(days=1))
     if frame.is_empty():
         return frame
     newest = frame["window_start"].max()
@@ -234,7 +234,7 @@ def recent_alerts(src: Sources, hours: int = 1) -> pl.DataFrame:
 
 
 def live_top_products(src: Sources, ranking: str = "views") -> pl.DataFrame:
-    frame = _speed(src, "top_products", datetime.now(UTC) - timedelta(days=1))
+    frame = _speed(src, "top_products", clock.now() - timedelta(days=1))
     frame = frame.filter(pl.col("ranking") == ranking)
     if frame.is_empty():
         return frame

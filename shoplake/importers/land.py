@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline_assets.bronze.kafka_day import BRONZE_SCHEMA
 from pipeline_assets.lakeio import LakePath, write_partition
+from shoplake import clock
 from shoplake.importers.mapping import Mapping, build_events
 from shoplake.ingest import Accepted, Ingestor
 
@@ -87,7 +88,7 @@ def import_file(
         report.days[day.isoformat()] = frame.height
         report.landed += frame.height
     if rejects:
-        today = datetime.now(UTC).date()
+        today = clock.today()
         write_partition(
             lake_root / "bronze" / REJECTS_TABLE,
             today,

@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from shoplake import clock
 from shoplake.simulator.faults import EXPECTED_REASON, FaultRates, Record, inject
 from shoplake.simulator.shopdb import TABLES, OrderBook, ShopDB
 from shoplake.simulator.sinks import Sink
@@ -26,7 +27,7 @@ from shoplake.simulator.world import Catalog, Population
 
 @dataclass
 class SimConfig:
-    start: date = field(default_factory=lambda: datetime.now(UTC).date() - timedelta(days=1))
+    start: date = field(default_factory=lambda: clock.today() - timedelta(days=1))
     days: int = 1
     users: int = 2000
     products: int = 500
@@ -178,7 +179,7 @@ class _Emitter:
         self.report = report
         self.chunk = 2_000 if config.rate is None else max(1, int(config.rate / 4))
         self.buffer: list[Record] = []
-        self.wall = time.time()
+        self.wall = clock.now_s()
         self.sent = 0
         self.t0: float | None = None  # when the first chunk went (rate)
         self.offset: float | None = None  # live: wall clock minus simulated receive time
@@ -219,8 +220,8 @@ class _Emitter:
         i = 0
         while i < len(records):
             if self.offset is None:
-                self.offset = time.time() - records[0].received
-            now = time.time() - self.offset
+                self.offset = clock.now_s() - records[0].received
+            now = clock.now_s() - self.offset
             j = bisect.bisect_right(records, now, lo=i, key=_received)
             if j > i:
                 self.sink.write(records[i:j])
