@@ -1,11 +1,12 @@
 """Jobs and the daily schedule (the seeds' Airflow DAGs, as Dagster jobs)."""
 
-from datetime import timedelta
+from datetime import date
 
 import dagster as dg
 
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.silver.assets import LATENESS_DAYS
+from shoplake.days import lateness_window
 
 LAKE = dg.AssetSelection.key_prefixes(["bronze"], ["silver"], ["staging"], ["gold"])
 
@@ -13,7 +14,6 @@ LAKE = dg.AssetSelection.key_prefixes(["bronze"], ["silver"], ["staging"], ["gol
 daily_etl_job = dg.define_asset_job(
     "daily_etl",
     selection=LAKE,
-    partitions_def=daily_partitions,
     description="Bronze, silver and gold for a day or a range of days (the daily ETL DAG).",
 )
 
@@ -22,23 +22,18 @@ dbt_run_job = dg.define_asset_job(
     "dbt_run",
     selection=dg.AssetSelection.key_prefixes(["gold"])
     | dg.AssetSelection.key_prefixes(["staging"]),
-    partitions_def=daily_partitions,
     description="dbt build of staging and the marts for a day (the dbt run DAG).",
 )
 
 
-def lateness_window(scheduled_date) -> tuple[str, str]:
-    """The partitions one daily run covers: yesterday and the LATENESS_DAYS before it, whose
-    silver may gain late events that arrived yesterday."""
-    end = scheduled_date - timedelta(days=1)
-    start = max(end - timedelta(days=LATENESS_DAYS), daily_partitions.start.date())
-    return start.isoformat(), end.isoformat()
-
-
-@dg.schedule(job=daily_etl_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
-def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
-    """02:00 UTC: the previous day, plus the days whose late events may have arrived since."""
-    start, end = lateness_window(context.scheduled_execution_time.date())
+def daily_run_request(run_day: date) -> dg.RunRequest | dg.SkipReason:
+    """The run for ``run_day``: yesterday and the LATENESS_DAYS before it, whose silver may gain
+    late events that arrived yesterday. Skipped while no partition has closed yet."""
+    first = daily_partitions.start.date()
+    window = lateness_window(run_day, first, LATENESS_DAYS)
+    if window is None:
+        return dg.SkipReason(f"no closed day yet: the first partition is {first}")
+    start, end = (d.isoformat() for d in window)
     return dg.RunRequest(
         run_key=f"daily-{end}",
         tags={
@@ -46,6 +41,12 @@ def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
             "dagster/asset_partition_range_end": end,
         },
     )
+
+
+@dg.schedule(job=daily_etl_job, cron_schedule="0 2 * * *", execution_timezone="UTC")
+def daily_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    """02:00 UTC: the previous day, plus the days whose late events may have arrived since."""
+    return daily_run_request(context.scheduled_execution_time.date())
 
 
 defs = dg.Definitions(jobs=[daily_etl_job, dbt_run_job], schedules=[daily_schedule])

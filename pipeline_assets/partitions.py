@@ -1,11 +1,15 @@
-"""The one daily partitions definition every partitioned asset uses (UTC days)."""
+"""The one daily partitions definition every partitioned asset uses (UTC days).
+
+Its first day is ``SHOPLAKE_PARTITIONS_START`` (see shoplake/settings.py), read once when the code
+location loads, as Dagster reads every definition.
+"""
 
 from __future__ import annotations
 
-import os
-
 import dagster as dg
 
-PARTITIONS_START = os.environ.get("SHOPLAKE_PARTITIONS_START", "2026-01-01")
+from shoplake.settings import get_settings
 
-daily_partitions = dg.DailyPartitionsDefinition(start_date=PARTITIONS_START, timezone="UTC")
+daily_partitions = dg.DailyPartitionsDefinition(
+    start_date=get_settings().partitions_start.isoformat(), timezone="UTC"
+)

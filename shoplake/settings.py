@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,8 @@ class Settings:
     dagster_url: str = "http://127.0.0.1:3000"
     lake_root: str = ""
     s3_endpoint_url: str | None = None
+    partitions_start: date = date(2026, 1, 1)
+    lateness_days: int = 2
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -103,6 +106,21 @@ def _get(name: str, env: dict[str, str]) -> str | None:
     if value is None or value == "":
         return ENV_VARS[name]
     return value
+
+
+def _date(name: str, env: dict[str, str]) -> date:
+    raw = _get(name, env) or ""
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a date: give it as YYYY-MM-DD") from None
+
+
+def _whole_number(name: str, env: dict[str, str]) -> int:
+    raw = _get(name, env) or ""
+    if not raw.isdigit():
+        raise ConfigError(f"{name}={raw!r} is not a whole number of days (0 or more)")
+    return int(raw)
 
 
 def _lake_root(raw: str | None, home: Path) -> str:
@@ -167,4 +185,6 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         dagster_url=_get("SHOPLAKE_DAGSTER_URL", env) or "http://127.0.0.1:3000",
         lake_root=_lake_root(_get("SHOPLAKE_LAKE_ROOT", env), home),
         s3_endpoint_url=_get("SHOPLAKE_S3_ENDPOINT_URL", env),
+        partitions_start=_date("SHOPLAKE_PARTITIONS_START", env),
+        lateness_days=_whole_number("SHOPLAKE_LATENESS_DAYS", env),
     )

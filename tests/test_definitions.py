@@ -5,13 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
 
 from pipeline_assets.definitions import defs
-from pipeline_assets.jobs import lateness_window
 from pipeline_assets.partitions import daily_partitions
 from shoplake.settings import REPO_ROOT
 
@@ -79,11 +77,6 @@ def test_checks_jobs_and_schedule_exist():
     assert {"daily_etl", "dbt_run"} <= {j.name for j in defs.resolve_all_job_defs()}
     schedule = defs.resolve_schedule_def("daily_schedule")
     assert schedule.cron_schedule == "0 2 * * *" and schedule.execution_timezone == "UTC"
-
-
-def test_the_daily_run_covers_the_lateness_window():
-    start, end = lateness_window(date(2026, 11, 22))
-    assert (start, end) == ("2026-11-19", "2026-11-21")
 
 
 def test_workspace_yaml_loads(tmp_path: Path):

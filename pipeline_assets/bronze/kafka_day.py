@@ -23,6 +23,8 @@ import msgspec
 import polars as pl
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
+from shoplake import clock
+
 BRONZE_SCHEMA = {
     "kafka_partition": pl.Int32,
     "kafka_offset": pl.Int64,
@@ -93,6 +95,14 @@ def _retention_ms(bootstrap: str, topic: str, timeout: float) -> int:
     return int(configs["retention.ms"].value)
 
 
+def beyond_retention(day: date, retention_ms: int, now_ms: int) -> bool:
+    """Whether time-based retention may have removed records of ``day``: its start is older than
+    ``retention_ms`` before now. Unlimited retention (-1) removes nothing by time, so an empty
+    partition under it was emptied some other way and counts as beyond retention too."""
+    start_ms, _ = day_bounds_ms(day)
+    return retention_ms < 0 or start_ms < now_ms - retention_ms
+
+
 def _guard_retention(
     consumer: Consumer, bootstrap: str, topic: str, partition: int, low: int, high: int,
     day: date, start_ms: int, timeout: float,
@@ -112,9 +122,7 @@ def _guard_retention(
         return
     # Every record ever written here is gone. Time-based retention only removes days older than
     # retention.ms; anything else (retention -1, explicit deletes) cannot be told apart: refuse.
-    retention = _retention_ms(bootstrap, topic, timeout)
-    now_ms = int(datetime.now(UTC).timestamp() * 1000)
-    if retention < 0 or start_ms < now_ms - retention:
+    if beyond_retention(day, _retention_ms(bootstrap, topic, timeout), clock.now_ms()):
         raise DayOutsideRetention(
             f"{where} holds no records any more ({low} were removed) and {day} is outside its "
             f"retention: Kafka no longer has that day. Land it with 'shoplake import' instead."

@@ -1,6 +1,5 @@
 """Silver: clean, typed, deduplicated data by event day."""
 
-import os
 from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
@@ -16,16 +15,17 @@ from pipeline_assets.silver.events import (
     SPILL_ROWS,
     BronzeReader,
     build_silver_events_from,
-    window_days,
 )
 from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
 from resources import LakeResource
+from shoplake.days import arrival_window
 from shoplake.importers.land import IMPORT_PREFIX, REJECTS_TABLE, import_table_name
 from shoplake.importers.mapping import MAPPINGS_DIR
+from shoplake.settings import get_settings
 
-LATENESS_DAYS = int(os.environ.get("SHOPLAKE_LATENESS_DAYS", "2"))
+LATENESS_DAYS = get_settings().lateness_days  # read once, as the partition mappings are
 RECONCILIATION = "bronze_rows_reconcile"
 # A bronze partition bigger than SPILL_ROWS is decoded this many rows at a time: a decoded batch
 # takes several times its Parquet size in memory.
@@ -59,7 +59,7 @@ def bronze_reader(tables: list, day: date) -> BronzeReader:
 
     def read(columns: list[str] | None) -> Iterator[pl.DataFrame]:
         for table in tables:
-            for d in window_days(day, LATENESS_DAYS):
+            for d in arrival_window(day, LATENESS_DAYS):
                 for batch in iter_partition(table, d, columns, BRONZE_BATCH_ROWS, SPILL_ROWS):
                     yield batch if columns else batch.with_columns(arrival_date=pl.lit(d))
 
@@ -113,7 +113,7 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
     per_day: dict[str, Any] = {}
     schema = None
     for day in partition_days(context):
-        if not any(has_partition(t, d) for t in tables for d in window_days(day, LATENESS_DAYS)):
+        if not any(has_partition(t, d) for t in tables for d in arrival_window(day, LATENESS_DAYS)):
             raise dg.Failure(
                 f"no bronze/events partitions for {day} and the days after it: materialize bronze first"
             )

@@ -44,11 +44,6 @@ _CONTEXT = ("platform", "device_type", "user_agent", "ip", "locale", "country", 
             "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")  # fmt: skip
 
 
-def window_days(day: date, lateness_days: int) -> list[date]:
-    """Arrival days that can hold events of ``day``."""
-    return [day + timedelta(days=i) for i in range(-1, lateness_days + 1)]
-
-
 def decode(bronze: pl.DataFrame) -> pl.DataFrame:
     """Bronze rows -> one typed, flat row per record.
 
@@ -149,7 +144,7 @@ def cadence_bots(keys: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-# ``read(columns)`` yields the bronze rows of the arrival days ``window_days(day)`` in batches,
+# ``read(columns)`` yields the bronze rows of the arrival days ``arrival_window(day)`` in batches,
 # every batch with an ``arrival_date`` column (unless only ``columns`` are asked for), in the
 # same order on every call.
 BronzeReader = Callable[[list[str] | None], Iterable[pl.DataFrame]]
@@ -191,7 +186,7 @@ class SilverEventsResult:
 def build_silver_events(
     bronze: pl.DataFrame, day: date, lateness_days: int = 2
 ) -> SilverEventsResult:
-    """``bronze``: rows of arrival days ``window_days(day)`` with an ``arrival_date`` column.
+    """``bronze``: rows of arrival days ``arrival_window(day)`` with an ``arrival_date`` column.
     The result is held in memory (no temporary files left behind)."""
 
     def read(columns: list[str] | None) -> list[pl.DataFrame]:
