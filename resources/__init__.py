@@ -65,6 +65,16 @@ class ShopDBResource(dg.ConfigurableResource):
     dsn: str | None = None
     sqlite_path: str = ""
 
+    def missing(self) -> str | None:
+        """Why there is no order database to read, or None when there is one. A shop that only
+        imports clickstream history has none, and its shop tables are then empty."""
+        if self.dsn or (self.sqlite_path and Path(self.sqlite_path).exists()):
+            return None
+        return (
+            f"no order database is configured: SHOPLAKE_PG_DSN is unset and there is no SQLite "
+            f"shop database at {self.sqlite_path or '(none)'} ('shoplake simulate' writes one)"
+        )
+
     def connect(self) -> tuple[Any, str]:
         """(DB-API connection, placeholder). Read-only use."""
         if self.dsn:
@@ -73,11 +83,8 @@ class ShopDBResource(dg.ConfigurableResource):
             return psycopg.connect(self.dsn, autocommit=True), "%s"
         import sqlite3
 
-        if not Path(self.sqlite_path).exists():
-            raise FileNotFoundError(
-                f"no shop database at {self.sqlite_path}: run 'shoplake simulate' (it writes one) "
-                "or set SHOPLAKE_PG_DSN to your order database"
-            )
+        if (why := self.missing()) is not None:
+            raise FileNotFoundError(why)
         return sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True), "?"
 
 

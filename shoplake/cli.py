@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from shoplake import clock
 from shoplake.settings import ConfigError, get_settings
 
 console = Console()
@@ -300,9 +301,7 @@ def simulate(target, days, start, users, products, sessions_per_user, seed, rate
 
     settings = get_settings()
     first = (
-        start.date()
-        if start
-        else (datetime.now(UTC).date() if live else datetime.now(UTC).date() - timedelta(days=1))
+        start.date() if start else (clock.today() if live else clock.today() - timedelta(days=1))
     )
     try:
         config = SimConfig(start=first, days=days, users=users, products=products, seed=seed,
@@ -386,8 +385,48 @@ def import_(source: Path, mapping: str) -> None:
     table.add_row("days", f"{len(days)} ({days[0]} .. {days[-1]})" if days else "0")
     console.print(table)
     if days:
-        console.print(f"next: materialize silver/gold for those days, e.g. SHOPLAKE_PARTITIONS_START<={days[0]} and "
-                      f"'dagster asset materialize -m pipeline_assets.definitions --select \"*\" --partition-range {days[0]}...{days[-1]}'")  # fmt: skip
+        console.print(f"next: shoplake materialize {days[0]} {days[-1]} --no-kafka", soft_wrap=True)
+
+
+# -- materialize ---------------------------------------------------------------------------------
+@main.command("materialize")
+@click.argument("first", type=click.DateTime(formats=["%Y-%m-%d"]))
+@click.argument("last", type=click.DateTime(formats=["%Y-%m-%d"]), required=False)
+@click.option("--select", "selection", default="*", show_default=True,
+              help="Dagster asset selection, e.g. 'silver/events+' or 'group:gold_commerce'.")  # fmt: skip
+@click.option("--no-kafka", is_flag=True,
+              help="Leave out bronze/events and bronze/dlq_events: for a lake fed only by 'shoplake import'.")  # fmt: skip
+def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
+    """Build the lake for the days FIRST..LAST (default: FIRST only) in one Dagster run.
+
+    The run is recorded in the instance under SHOPLAKE_HOME/dagster (or DAGSTER_HOME), so
+    'dagster dev' shows it. Dagster's output goes to SHOPLAKE_HOME/run/materialize.log.
+    """
+    from shoplake.materialize import Materialization, materialize, run_env, without_kafka
+
+    settings = get_settings()
+    first, last = first.date(), (last or first).date()
+    if last < first:
+        _fail(ValueError(f"LAST ({last}) is before FIRST ({first}): give the days in order"))
+    if no_kafka:
+        selection = without_kafka(selection)
+    log = settings.home / "run" / "materialize.log"
+    env = run_env(settings, first)
+    if first < settings.partitions_start:
+        console.print(f"note: {first} is before SHOPLAKE_PARTITIONS_START ({settings.partitions_start}); "
+                      f"this run uses {first}. To see these days in 'dagster dev', export "
+                      f"SHOPLAKE_PARTITIONS_START={first}")  # fmt: skip
+    console.print(f"materializing {first}..{last} through Dagster (log {log}) ...")
+    with console.status("Dagster: bronze -> silver -> gold ..."):
+        code = materialize(Materialization(first, last, selection), env, log)
+    if code != 0:
+        from shoplake.platform.process import tail
+
+        console.print(tail(log, 30))
+        _fail(RuntimeError(f"the Dagster run failed; the whole log is in {log}"))
+    console.print(
+        f"[green]done:[/] {first}..{last} materialized (DAGSTER_HOME={env['DAGSTER_HOME']})"
+    )
 
 
 # -- collector -----------------------------------------------------------------------------------

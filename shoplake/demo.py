@@ -12,20 +12,21 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from pathlib import Path
 
 import httpx
 from rich.console import Console
 from rich.table import Table
 
+from shoplake import clock
+from shoplake.days import history_range, last_closed_day
+from shoplake.materialize import Materialization, materialize, run_env
 from shoplake.platform.kafka import LocalKafka, wait_for_broker
 from shoplake.platform.process import (
     ProvisioningError,
@@ -161,21 +162,10 @@ class Demo:
 
 
 def demo_env(settings: Settings, days: int) -> dict[str, str]:
-    env = dict(os.environ)
-    dagster_home = Path(env.get("DAGSTER_HOME") or settings.home / "dagster")
-    dagster_home.mkdir(parents=True, exist_ok=True)
-    if not (dagster_home / "dagster.yaml").exists():
-        shutil.copy(REPO_ROOT / "infra/dagster/dagster.yaml", dagster_home / "dagster.yaml")
-    env["DAGSTER_HOME"] = str(dagster_home)
-    env["SHOPLAKE_HOME"] = str(settings.home)
-    env.setdefault("SHOPLAKE_PARTITIONS_START", history_start(days).isoformat())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH")) if p)
+    first, _ = history_range(days, clock.today())
+    env = run_env(settings, first)
+    env.setdefault("SHOPLAKE_PARTITIONS_START", first.isoformat())
     return env
-
-
-def history_start(days: int) -> date:
-    """The first simulated day: ``days`` days ending today (today is partial and live)."""
-    return datetime.now(UTC).date() - timedelta(days=days - 1)
 
 
 def wait_for_stream(settings: Settings, console: Console, timeout: float) -> dict:
@@ -214,17 +204,12 @@ def wait_for_rows(lake: Path, table: str, console: Console, timeout: float) -> N
 
 def backfill(demo: Demo, first: date, last: date) -> None:
     """One Dagster run over every closed day (single-run backfill policy), recorded in the UI."""
-    cmd = [str(BIN / "dagster"), "asset", "materialize", "-m", "pipeline_assets.definitions",
-           "--select", "*", "--partition-range", f"{first}...{last}",
-           # in process: a subprocess per step would re-import the code location ~20 times
-           "--config-json", json.dumps({"execution": {"config": {"in_process": {}}}})]  # fmt: skip
     logfile = demo.run_dir / "backfill.log"
     demo.console.print(f"backfilling {first}..{last} through Dagster (log {logfile}) ...")
     t = time.perf_counter()
-    with open(logfile, "ab") as log, demo.console.status("Dagster: bronze -> silver -> gold ..."):
-        proc = subprocess.run(cmd, env=demo.env, stdout=log, stderr=subprocess.STDOUT,
-                              cwd=REPO_ROOT, timeout=3600)  # fmt: skip
-    if proc.returncode != 0:
+    with demo.console.status("Dagster: bronze -> silver -> gold ..."):
+        code = materialize(Materialization(first, last), demo.env, logfile)
+    if code != 0:
         raise ProvisioningError(f"the Dagster backfill failed:\n{tail(logfile, 40)}")
     demo.console.print(f"backfill done in {time.perf_counter() - t:.0f}s")
 
@@ -253,7 +238,7 @@ class LiveTraffic(threading.Thread):
                     self.stop_event,
                     self,
                 )
-                day = datetime.now(UTC).date() - timedelta(days=1)
+                day = last_closed_day(clock.today())
                 config = SimConfig(start=day, days=1, users=self.users, seed=seed, rate=self.rate)
                 simulate(config, sink, None, show_progress=False)
                 seed += 1  # new event ids each lap: the same ids would be dropped as duplicates
@@ -378,7 +363,7 @@ def run_demo(days: int, users: int, once: bool, duration: float | None, rate: fl
     demo = Demo(settings, console, demo_env(settings, days))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill <pid>` stops the demo like Ctrl-C
     live: LiveTraffic | None = None
-    first, last = history_start(days), datetime.now(UTC).date() - timedelta(days=1)
+    first, last = history_range(days, clock.today())
     try:
         console.rule("1. platform")
         if settings.kafka_provisioned:

@@ -14,7 +14,6 @@ import duckdb
 import pytest
 
 from pipeline_assets.definitions import defs
-from pipeline_assets.partitions import daily_partitions
 from resources import resources_for
 from shoplake.settings import REPO_ROOT, get_settings
 from shoplake.simulator import FaultRates, SimConfig, simulate
@@ -43,7 +42,6 @@ def assets(prefixes: tuple[str, ...]) -> list[dg.AssetsDefinition]:
 def lake(
     collector: RunningCollector, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ):
-    assert daily_partitions.get_first_partition_key() == D0.isoformat()
     home = tmp_path_factory.mktemp("lakehome")
     settings = get_settings({
         "SHOPLAKE_HOME": str(home), "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,

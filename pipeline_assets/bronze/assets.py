@@ -1,12 +1,14 @@
 """Bronze: raw records by arrival day, from Kafka and from the shop's order database."""
 
+from datetime import date
 from typing import Any
 
 import dagster as dg
+import polars as pl
 
 from pipeline_assets.bronze.kafka_day import extract_day
-from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table
-from pipeline_assets.lakeio import write_partition
+from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table, table_schema
+from pipeline_assets.lakeio import LakePath, stored_days, write_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.policies import IO_RETRY, column_schema, partition_days, partition_metadata
 from pipeline_assets.sources.kafka_topics import topic_key
@@ -73,7 +75,8 @@ def _shop_table_asset(table: str) -> dg.AssetsDefinition:
         retry_policy=IO_RETRY,
         kinds={"postgres", "parquet", "polars"},
         description=f"Rows of the shop database's {table} table whose updated_at falls in the day "
-        "(incremental; the first partition also holds everything before it).",
+        "(incremental). The earliest partition in the lake also holds everything created before "
+        "it (the initial load), whichever day that is. Empty when no order database is configured.",
     )
     def _asset(
         context: dg.AssetExecutionContext,
@@ -82,25 +85,51 @@ def _shop_table_asset(table: str) -> dg.AssetsDefinition:
         pii: PIIResource,
     ) -> dg.MaterializeResult:
         table_dir = lake.table_dir("bronze", f"shop_{table}")
-        first = daily_partitions.get_first_partition_key()
+        days = sorted(partition_days(context))
+        if (why := shopdb.missing()) is not None:
+            context.log.warning(f"bronze/shop_{table}: {why}; writing empty partitions")
+            return _empty_shop_partitions(table_dir, table, days, why)
         conn, placeholder = shopdb.connect()
         pseudo = pii.pseudonymizer()
         per_day: dict[str, int] = {}
+        initial_days = []
         frame = None
         try:
-            for day in partition_days(context):
-                frame = extract_table(
-                    conn, placeholder, table, day, day.isoformat() == first, pseudo
-                )
-                written = write_partition(
-                    table_dir, day, frame, {"table": table, "date": day.isoformat()}
-                )
+            for day in days:
+                initial = is_initial_load(table_dir, day)
+                frame = extract_table(conn, placeholder, table, day, initial, pseudo)
+                manifest = {"table": table, "date": day.isoformat(), "initial_load": initial}
+                written = write_partition(table_dir, day, frame, manifest)
                 per_day[day.isoformat()] = written.rows
+                if initial:
+                    initial_days.append(day.isoformat())
         finally:
             conn.close()
-        return dg.MaterializeResult(metadata=partition_metadata(per_day, frame))
+        metadata = partition_metadata(per_day, frame)
+        if initial_days:
+            metadata["initial_load"] = ", ".join(initial_days)
+        return dg.MaterializeResult(metadata=metadata)
 
     return _asset
+
+
+def is_initial_load(table_dir: LakePath, day: date) -> bool:
+    """A shop table's partition takes the initial load when no earlier day is in the lake, so the
+    dimensions are complete from whichever day the lake starts (re-running it gives it again)."""
+    return not any(d < day for d in stored_days(table_dir))
+
+
+def _empty_shop_partitions(
+    table_dir: LakePath, table: str, days: list[date], why: str
+) -> dg.MaterializeResult:
+    frame = pl.DataFrame(schema=table_schema(table))
+    per_day = {}
+    for day in days:
+        manifest = {"table": table, "date": day.isoformat(), "source": "none", "why": why}
+        per_day[day.isoformat()] = write_partition(table_dir, day, frame, manifest).rows
+    metadata = partition_metadata(per_day, frame)
+    metadata["source"] = dg.MetadataValue.text(f"none: {why}")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 bronze_shop_assets = [_shop_table_asset(t) for t in SHOP_TABLES]
