@@ -1,9 +1,8 @@
 """What the speed layer computes on: a slim :class:`LiveEvent` decoded from a Kafka message with
 the contracts, or a :class:`Reject` saying why not.
 
-Event time follows silver exactly: ``event_at = received_at - (sent_at - occurred_at)`` (the
-client's clock skew cancels out), and an event whose ``occurred_at`` is more than an hour after
-``received_at`` is a future event, excluded as silver quarantines it.
+Event time follows silver exactly: both use :mod:`shoplake.contracts.event_time`, and a future
+event is excluded as silver quarantines it.
 
 Every record is assigned a *shard*: its Kafka partition and a hash of its key (the visitor) into
 ``sub_shards`` buckets. A shard therefore holds whole visitors and reads one partition in offset
@@ -22,9 +21,9 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from shoplake import clock
 from shoplake.contracts import ContractViolation, decode_event
+from shoplake.contracts.event_time import event_time, is_future
 from shoplake.ingest import MAX_EVENT_BYTES, DlqRecord
 
-FUTURE_TOLERANCE = timedelta(hours=1)
 # The same pattern as pipeline_assets.silver.events.BOT_UA (a test keeps them equal); copied so
 # the stream does not import the Dagster code location.
 BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
@@ -162,9 +161,9 @@ def decode_message(
         return Reject(exc.reason, received, shard, "rejected", _dlq_encoder.encode(record))
     received_at = event.received_at or from_ms(received)
     received_ms = ms(received_at)
-    if event.occurred_at > received_at + FUTURE_TOLERANCE:
+    if is_future(received_at, event.sent_at, event.occurred_at):
         return Reject(FUTURE_EVENT, received_ms, shard, "future", event_id=str(event.event_id))
-    event_at = (received_at - (event.sent_at - event.occurred_at)).astimezone(UTC)
+    event_at = event_time(received_at, event.sent_at, event.occurred_at).astimezone(UTC)
     etype = type(event).__struct_config__.tag
     ctx = event.context
     return LiveEvent(

@@ -29,9 +29,9 @@ import pandera.polars as pa
 import polars as pl
 
 from pipeline_assets.silver.schema import SilverEvent, event_struct
+from shoplake.contracts.event_time import event_time, is_future
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
-FUTURE_TOLERANCE = timedelta(hours=1)
 BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
 BOT_GAP = timedelta(milliseconds=100)
 BOT_MIN_CLICKS = 5
@@ -204,14 +204,14 @@ def _prepare(
     memory). ``_src`` numbers the rows across batches."""
     df = decode(batch).with_row_index("_src", offset=first_row)
     df = df.with_columns(
-        event_at=pl.col("received_at") - (pl.col("sent_at") - pl.col("occurred_at")),
+        event_at=event_time(pl.col("received_at"), pl.col("sent_at"), pl.col("occurred_at")),
     ).with_columns(event_date=pl.col("event_at").dt.date())
     unparseable = (
         pl.col("event_type").is_null()
         | pl.col("event_at").is_null()
         | pl.col("anonymous_id").is_null()
     )
-    future = pl.col("occurred_at") > pl.col("received_at") + FUTURE_TOLERANCE
+    future = is_future(pl.col("received_at"), pl.col("sent_at"), pl.col("occurred_at"))
     too_late = pl.col("event_date") < pl.col("arrival_date") - pl.duration(days=lateness_days)
     df = df.with_columns(
         reason=pl.when(unparseable).then(pl.lit("unparseable"))

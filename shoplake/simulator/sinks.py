@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -106,8 +107,34 @@ class KafkaSink(Sink):
         self.writer.close()
 
 
+_SENT_AT = re.compile(rb'("sent_at"\s*:\s*")([^"]{10,40})(")')
+
+
+def restamp_sent_at(body: bytes, elapsed_s: float) -> bytes:
+    """``body`` with every event's ``sent_at`` moved ``elapsed_s`` later: what the client's clock
+    says now, ``elapsed_s`` after the events were first ready to send. Event time subtracts
+    ``sent_at`` from the collector's receive time, so a retry keeps every event's time."""
+    if elapsed_s < 0.001:
+        return body
+    shift = timedelta(seconds=elapsed_s)
+
+    def moved(m: re.Match) -> bytes:
+        try:
+            sent = datetime.fromisoformat(m.group(2).decode())
+        except ValueError:
+            return m.group(0)  # not a timestamp: the contract check will say so
+        stamp = (sent + shift).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return m.group(1) + stamp.encode() + m.group(3)
+
+    return _SENT_AT.sub(moved, body)
+
+
 class HttpSink(Sink):
-    """POSTs batches to the collector; retries 429/503/connection errors with backoff and jitter."""
+    """POSTs batches to the collector; retries 429/503/connection errors with backoff and jitter.
+
+    Like the Segment and RudderStack SDKs, it stamps ``sent_at`` on every attempt (live traffic;
+    replayed history keeps its recorded times), so a retry does not move event time.
+    """
 
     def __init__(self, url: str, write_key: str, batch_size: int = 100, concurrency: int = 4,
                  replay: bool = True, max_attempts: int = 12):  # fmt: skip
@@ -137,8 +164,8 @@ class HttpSink(Sink):
         if batch:
             yield b"[" + b",".join(r.payload for r in batch) + b"]", batch[-1].received
 
-    def _post(self, item: tuple[bytes, float]) -> dict:
-        body, received = item
+    def _post(self, item: tuple[bytes, float, float]) -> dict:
+        body, received, ready = item
         headers = self.headers
         if self.replay:
             headers = {
@@ -147,8 +174,9 @@ class HttpSink(Sink):
             }
         delay = 0.2
         for attempt in range(1, self.max_attempts + 1):
+            sending = body if self.replay else restamp_sent_at(body, time.monotonic() - ready)
             try:
-                resp = self.client.post(self.url, content=body, headers=headers)
+                resp = self.client.post(self.url, content=sending, headers=headers)
             except httpx.TransportError as exc:
                 status, retry_after, detail = None, None, str(exc)
             else:
@@ -171,7 +199,9 @@ class HttpSink(Sink):
                         f"(last: {status} {detail}). Is it running? Start it with 'shoplake collector'.")  # fmt: skip
 
     def write(self, records: Sequence[Record]) -> None:
-        for result in self.pool.map(self._post, self._bodies(records)):
+        ready = time.monotonic()
+        bodies = ((body, received, ready) for body, received in self._bodies(records))
+        for result in self.pool.map(self._post, bodies):
             self.results[f"http_{result['status']}"] += 1
             self.results["accepted"] += result.get("accepted", 0)
             self.results["rejected"] += result.get("rejected", 0)
