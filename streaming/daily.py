@@ -1,6 +1,8 @@
-"""Daily totals by event day, for reconciliation with batch gold.
+"""Daily totals by event day and arrival day, for reconciliation with batch gold.
 
-Events count in their event day when they arrive at most ``daily_lateness_days`` days after it
+Each row holds the events of one event day that arrived (Kafka timestamp, UTC) on one day: the
+same cut as bronze's arrival-day partitions, so the reconciliation check can sum exactly the
+arrival days silver read and compare like with like. Events count in their event day when they arrive at most ``daily_lateness_days`` days after it
 (the arrival day minus the event day, in whole UTC days, as silver's ``late_beyond_window``);
 later ones are counted in ``late_events`` with window size ``1d``. Each shard sends additive
 deltas (unique visitors and orders are exact: shards hold disjoint visitors); the merge step
@@ -37,7 +39,8 @@ class DailyTotalsLogic(ShardLogic):
 
     def on_event(self, event: LiveEvent, wm: int) -> list:
         day = event.event_ms // DAY_MS
-        if day < event.received_ms // DAY_MS - self.config.daily_lateness_days:
+        arrival = event.received_ms // DAY_MS
+        if day < arrival - self.config.daily_lateness_days:
             if day * DAY_MS < wm - LATE_HORIZON_MS:
                 prom.DROPPED.labels("late_beyond_horizon").inc()
                 return []
@@ -48,9 +51,9 @@ class DailyTotalsLogic(ShardLogic):
         known = s["days"].get(day)
         if known is None:
             known = s["days"][day] = {"visitors": set(), "orders": set()}
-        d = s["pending"].get(day)
+        d = s["pending"].get((day, arrival))
         if d is None:
-            d = s["pending"][day] = [0] * N_DAILY
+            d = s["pending"][(day, arrival)] = [0] * N_DAILY
         bot = event.is_bot_ua
         d[0] += 1
         d[1] += bot
@@ -61,7 +64,7 @@ class DailyTotalsLogic(ShardLogic):
             d[5] += event.revenue_cents if bot else 0
             if event.order_id is not None and event.order_id not in known["orders"]:
                 known["orders"].add(event.order_id)
-                d[7] += 1
+                d[7] += 1  # counted on the arrival day it was first seen
         if event.anonymous_id not in known["visitors"]:
             known["visitors"].add(event.anonymous_id)
             d[6] += 1
@@ -80,17 +83,19 @@ class DailyTotalsLogic(ShardLogic):
         return self.close_all()
 
     def close_all(self) -> list:
-        out = [Delta(day, tuple(v)) for day, v in sorted(self.s["pending"].items())]
+        out = [Delta(days, tuple(v)) for days, v in sorted(self.s["pending"].items())]
         self.s["pending"] = {}
         return out
 
 
-def day_key(day: int) -> str:
-    return (date(1970, 1, 1) + timedelta(days=day)).isoformat()
+def day_key(days: tuple[int, int]) -> str:
+    """The merge step's key: event day and arrival day."""
+    return "/".join((date(1970, 1, 1) + timedelta(days=d)).isoformat() for d in days)
 
 
 class DailyMergeLogic(StatefulBatchLogic):
-    """Stage 2, one key per event day: adds the shards' deltas, upserts the running totals."""
+    """Stage 2, one key per (event day, arrival day): adds the shards' deltas, upserts the
+    running totals."""
 
     def __init__(self, config: StreamConfig, resume: bytes | None):
         self.interval = config.daily_emit_interval.total_seconds()
@@ -112,8 +117,10 @@ class DailyMergeLogic(StatefulBatchLogic):
 
     def row(self) -> DailyTotals:
         t = self.s["totals"]
+        day, arrival = self.s["day"]
         return DailyTotals(
-            event_date=date(1970, 1, 1) + timedelta(days=self.s["day"]),
+            event_date=date(1970, 1, 1) + timedelta(days=day),
+            arrival_date=date(1970, 1, 1) + timedelta(days=arrival),
             events=t[0], bot_events=t[1], purchases=t[2], orders=t[7], revenue=t[4] / 100,
             bot_revenue=t[5] / 100, unique_visitors=t[6],
         )  # fmt: skip

@@ -130,7 +130,9 @@ def build_flow(source: Source, sinks: Sinks, config: StreamConfig | None = None)
     daily = op.stateful_batch("count_daily_totals", deduped, lambda r: DailyTotalsLogic(config, r))
     late_daily, daily_deltas = split_rows("split_late_daily", daily, Late)
     late_parts.append(late_daily)
-    by_day = op.map("key_by_event_date", daily_deltas, lambda kv: (day_key(kv[1].key), kv[1]))
+    by_day = op.map(
+        "key_by_event_and_arrival_date", daily_deltas, lambda kv: (day_key(kv[1].key), kv[1])
+    )
     daily_rows = op.key_rm(
         "unkey_daily_totals",
         op.stateful_batch("merge_daily_totals", by_day, lambda r: DailyMergeLogic(config, r)),

@@ -131,16 +131,16 @@ def compute(
                     acc[6] += e.revenue_cents
                     acc[8].add(e.anonymous_id)
 
-        day = e.event_ms // DAY_MS
-        if day < e.received_ms // DAY_MS - config.daily_lateness_days:
+        day, arrival = e.event_ms // DAY_MS, e.received_ms // DAY_MS
+        if day < arrival - config.daily_lateness_days:
             if day * DAY_MS >= wm - LATE_HORIZON_MS:
                 acc = late[("1d", day * DAY_MS)]
                 acc[0] += 1
                 acc[1] += purchase
                 acc[2] += e.revenue_cents if purchase else 0
         else:
-            d = days.setdefault(day, {"c": [0] * 6, "visitors": set(), "orders": set()})
-            c = d["c"]
+            d = days.setdefault(day, {"c": {}, "visitors": set(), "orders": set()})
+            c = d["c"].setdefault(arrival, [0] * 8)
             c[0] += 1
             c[1] += e.is_bot_ua
             if purchase:
@@ -148,9 +148,12 @@ def compute(
                 c[3] += e.is_bot_ua
                 c[4] += e.revenue_cents
                 c[5] += e.revenue_cents if e.is_bot_ua else 0
-                if e.order_id is not None:
+                if e.order_id is not None and e.order_id not in d["orders"]:
                     d["orders"].add(e.order_id)
-            d["visitors"].add(e.anonymous_id)
+                    c[6] += 1
+            if e.anonymous_id not in d["visitors"]:
+                d["visitors"].add(e.anonymous_id)
+                c[7] += 1
 
         _session(sessions[shard], e, wm, gap, bot_gap, rules.bot_min_clicks, out)
 
@@ -175,10 +178,11 @@ def compute(
         out.add(LateEvents(window_size=size, window_start=from_ms(start), events=acc[0],
                            purchases=acc[1], revenue=acc[2] / 100, rejected=acc[3]))  # fmt: skip
     for day, d in days.items():
-        c = d["c"]
-        out.add(DailyTotals(event_date=from_ms(day * DAY_MS).date(), events=c[0], bot_events=c[1],
-                            purchases=c[2], orders=len(d["orders"]), revenue=c[4] / 100,
-                            bot_revenue=c[5] / 100, unique_visitors=len(d["visitors"])))  # fmt: skip
+        for arrival, c in d["c"].items():
+            out.add(DailyTotals(event_date=from_ms(day * DAY_MS).date(),
+                                arrival_date=from_ms(arrival * DAY_MS).date(), events=c[0],
+                                bot_events=c[1], purchases=c[2], orders=c[6], revenue=c[4] / 100,
+                                bot_revenue=c[5] / 100, unique_visitors=c[7]))  # fmt: skip
     for start, n in active.items():
         out.add(
             ActiveSessions(

@@ -75,17 +75,21 @@ class LateEvents(Row, frozen=True, kw_only=True):
 
 
 class DailyTotals(Row, frozen=True, kw_only=True):
-    """Running totals of an event day, for reconciliation with batch gold (upserted as they grow).
+    """Running totals of the events of an event day that arrived on one day, for reconciliation
+    with batch gold (upserted as they grow). A day's totals are the sum over its arrival days;
+    ``unique_visitors`` and ``orders`` count each on the arrival day it was first seen, so they
+    add up too.
 
     Gold's revenue excludes bots: compare it with ``revenue - bot_revenue``. The stream flags bots
     by user agent only; the click-cadence rule raises alerts instead.
     """
 
     TABLE = "daily_totals"
-    KEY = ("event_date",)
+    KEY = ("event_date", "arrival_date")
     DATE_COLUMN = "event_date"
 
     event_date: date
+    arrival_date: date  # the Kafka timestamp's UTC day: bronze's partition
     events: int
     bot_events: int
     purchases: int

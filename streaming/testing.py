@@ -10,7 +10,8 @@ import zlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from types import SimpleNamespace
 
 import msgspec
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
@@ -150,6 +151,14 @@ class FlowRun:
 
     def tables(self) -> dict[str, dict[tuple, Row]]:
         return {t: self.rows(t) for t in {t for t, _ in self.emitted}}
+
+    def day_totals(self, day: date) -> SimpleNamespace | None:
+        """The daily totals of an event day summed over its arrival days, as a reader sees them."""
+        rows = [r for (d, _), r in self.rows("daily_totals").items() if d == day]
+        if not rows:
+            return None
+        names = [f for f in rows[0].__struct_fields__ if f not in ("event_date", "arrival_date")]
+        return SimpleNamespace(**{f: sum(getattr(r, f) for r in rows) for f in names})
 
 
 def run_flow(messages: list, config: StreamConfig = TEST_CONFIG, batch_size: int = 100) -> FlowRun:

@@ -106,7 +106,7 @@ def test_event_time_corrects_client_clock_skew_and_excludes_future_events():
     assert (
         run.dlq == []
     )  # future events are valid: silver quarantines them, the DLQ does not get them
-    assert run.rows("daily_totals")[(DAY.date(),)].events == 2
+    assert run.day_totals(DAY.date()).events == 2
 
 
 def test_late_events_are_counted_in_late_events_not_dropped():
@@ -128,7 +128,7 @@ def test_late_events_are_counted_in_late_events_not_dropped():
     # the 1-minute and 5-minute windows were still open: the event counts there
     assert metric(run, "1m", T0).events == 3 and metric(run, "1m", T0).revenue == 40.0
     assert ("1m", T0) not in run.rows("late_events")
-    assert run.rows("daily_totals")[(DAY.date(),)].purchases == 1
+    assert run.day_totals(DAY.date()).purchases == 1
 
 
 def test_an_event_within_the_allowed_lateness_is_on_time():
@@ -154,7 +154,7 @@ def test_repeats_of_an_event_id_count_once_within_the_dedupe_window():
         TEST_CONFIG.with_(dedupe_window=timedelta(minutes=10)),
     )
 
-    day = run.rows("daily_totals")[(DAY.date(),)]
+    day = run.day_totals(DAY.date())
     assert day.purchases == 3  # first + other + the copy the window no longer remembers
     assert metric(run, "10s", T0).purchases == 2
 
@@ -397,12 +397,18 @@ def test_daily_totals_take_late_events_up_to_the_limit_and_split_out_bots():
         event("page_view", "e", at(8), at(9, 0, 1, day=DAY + timedelta(days=4))),
     ]
     run = run_flow(msgs(*sorted(docs, key=lambda d: d["received_at"])))
-    day = run.rows("daily_totals")[(DAY.date(),)]
+    day = run.day_totals(DAY.date())
 
     assert (day.events, day.bot_events, day.purchases, day.orders) == (5, 1, 3, 2)
     assert (day.revenue, day.bot_revenue, day.unique_visitors) == (32.0, 7.0, 4)
-    assert run.rows("daily_totals")[(date(2026, 3, 3),)].events == 1
+    assert run.day_totals(date(2026, 3, 3)).events == 1
     assert run.rows("late_events")[("1d", DAY)].events == 1
+    # split by the day each arrived, as bronze partitions them: "b" (23:59:59.9) arrived after
+    # midnight, "d" two days later
+    by_arrival = {a: r for (d, a), r in run.rows("daily_totals").items() if d == DAY.date()}
+    arrivals = {a: r.events for a, r in by_arrival.items()}
+    assert arrivals == {DAY.date(): 3, date(2026, 3, 3): 1, date(2026, 3, 4): 1}
+    assert by_arrival[date(2026, 3, 4)].unique_visitors == 1  # "d" was first seen that day
 
 
 def test_events_older_than_a_week_behind_the_watermark_are_not_kept_anywhere():
@@ -412,8 +418,8 @@ def test_events_older_than_a_week_behind_the_watermark_are_not_kept_anywhere():
     ]
     run = run_flow(msgs(*docs))
     assert run.rows("late_events") == {}
-    assert set(run.rows("daily_totals")) == {(DAY.date(),)}
-    assert run.rows("daily_totals")[(DAY.date(),)].events == 1
+    assert {d for d, _ in run.rows("daily_totals")} == {DAY.date()}
+    assert run.day_totals(DAY.date()).events == 1
 
 
 # -- the reference, recovery and silver parity ------------------------------------------------------

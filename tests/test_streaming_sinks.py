@@ -72,9 +72,11 @@ def test_the_last_row_written_for_a_key_wins(tmp_path):
 
 def test_tables_are_laid_out_by_date(tmp_path):
     writer = ParquetWriter(tmp_path)
-    day1 = DailyTotals(event_date=date(2026, 3, 1), events=1, bot_events=0, purchases=0, orders=0,
+    day1 = DailyTotals(event_date=date(2026, 3, 1), arrival_date=date(2026, 3, 1), events=1, bot_events=0, purchases=0, orders=0,
                        revenue=0.0, bot_revenue=0.0, unique_visitors=1)  # fmt: skip
-    day2 = msgspec.structs.replace(day1, event_date=date(2026, 3, 2), events=2)
+    day2 = msgspec.structs.replace(
+        day1, event_date=date(2026, 3, 2), arrival_date=date(2026, 3, 2), events=2
+    )
     writer.upsert("daily_totals", [day1, day2])
     folders = sorted(p.name for p in table_dir(tmp_path, "daily_totals").iterdir())
     assert folders == ["date=2026-03-01", "date=2026-03-02"]

@@ -118,8 +118,18 @@ def silver_events(context: dg.AssetExecutionContext, lake: LakeResource):
                 f"no bronze/events partitions for {day} and the days after it: materialize bronze first"
             )
         read = bronze_reader(tables, day)
+        # Which Kafka arrival days this day was built from: the speed layer's totals over the
+        # same days are the like-for-like comparison (speed_layer_reconciliation).
+        kafka_arrivals = [
+            d.isoformat() for d in arrival_window(day, LATENESS_DAYS) if has_partition(tables[0], d)
+        ]
         with build_silver_events_from(read, day, LATENESS_DAYS, context.log.info) as result:
-            manifest = {"date": day.isoformat(), "lateness_days": LATENESS_DAYS, **result.stats}
+            manifest = {
+                "date": day.isoformat(),
+                "lateness_days": LATENESS_DAYS,
+                "kafka_arrival_days": kafka_arrivals,
+                **result.stats,
+            }
             write_partition(lake.table_dir("silver", "events"), day, result.parts, manifest)
             write_partition(
                 lake.table_dir("silver", "events_quarantine"), day, result.quarantine, manifest
