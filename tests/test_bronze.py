@@ -16,10 +16,11 @@ from pipeline_assets.bronze import kafka_day
 from pipeline_assets.bronze.kafka_day import DayOutsideRetention, day_bounds_ms, extract_day
 from pipeline_assets.lakeio import DATA_FILE, MANIFEST, partition_dir, write_partition
 from shoplake.platform.topics import TopicSpec, ensure_topics
+from tests.conftest import TODAY
 
 pytestmark = pytest.mark.integration
 # Recent enough that the topics' retention keeps it for the test's duration.
-DAY = datetime.now(UTC).date() - timedelta(days=2)
+DAY = TODAY - timedelta(days=2)
 
 
 def produce(bootstrap: str, topic: str, rows: list[tuple[int, dict]]) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import polars as pl
 import pytest
 
 from pipeline_assets.ops.dlq import MAX_ATTEMPTS, dlq_size, load_history, retry_dlq
+from shoplake import clock
 from shoplake.ingest import Ingestor, Rejected
 from shoplake.kafka_io import KafkaWriter, Message
 from shoplake.pii import Pseudonymizer
@@ -23,7 +24,7 @@ def test_retry_replays_what_now_passes_and_backs_off_the_rest(kafka_bootstrap: s
     dlq, events = f"t.dlq.{uuid.uuid4().hex[:6]}", f"t.ev.{uuid.uuid4().hex[:6]}"
     ensure_topics(kafka_bootstrap, {t: TopicSpec(t, 1, -1, "delete") for t in (dlq, events)})
     ingestor = Ingestor(Pseudonymizer(b"k", "k1"))
-    received = datetime.now(UTC) - timedelta(hours=1)
+    received = clock.now() - timedelta(hours=1)
     good_id = str(uuid.uuid4())
     now_valid = json.dumps({
         "event_id": good_id, "event_type": "page_view", "schema_version": "1.0",
@@ -48,7 +49,7 @@ def test_retry_replays_what_now_passes_and_backs_off_the_rest(kafka_bootstrap: s
     assert dlq_size(kafka_bootstrap, dlq) == 3
 
     history = tmp_path / "history"
-    t0 = datetime.now(UTC)
+    t0 = clock.now()
     first = retry_dlq(kafka_bootstrap, ingestor, history, t0, dlq, events)
     assert (first.read, first.replayed, first.still_rejected) == (3, 1, 1)
     replayed = consume_all(kafka_bootstrap, events)

@@ -3,11 +3,12 @@ import itertools
 import json
 import sqlite3
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from shoplake import clock
 from shoplake.contracts import decode_event
 from shoplake.ingest import Accepted, Ingestor
 from shoplake.pii import Pseudonymizer
@@ -54,7 +55,7 @@ def test_fault_labels_match_what_the_contract_says(tmp_path: Path):
     )
     report, records = run(faults=rates)
     ingestor = Ingestor(Pseudonymizer(b"k", "k"))
-    now = datetime.now(UTC)
+    now = clock.now()
     reasons = Counter()
     for rec in records:
         result = ingestor.accept(rec.payload, now, replay=True)

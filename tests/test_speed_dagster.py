@@ -12,6 +12,7 @@ import pytest
 
 from pipeline_assets.speed.sensors import speed_layer_sensor, speed_status
 from resources import KafkaResource, LakeResource, NotifierResource
+from shoplake import clock
 from shoplake.ingest import Ingestor
 from shoplake.kafka_io import KafkaWriter, Message
 from shoplake.notify import read_log
@@ -59,7 +60,7 @@ def test_lag_sensor_sees_progress_lag_and_a_stopped_stream(
     assert set(caught_up.lag) == {f"{topic}/{p}" for p in range(3)}
 
     writer = KafkaWriter(kafka_bootstrap)  # 40 more records the stream has not read
-    writer.send_sync([Message(topic, f"v{i}".encode(), b"{}", int(time.time() * 1000))
+    writer.send_sync([Message(topic, f"v{i}".encode(), b"{}", clock.now_ms())
                       for i in range(40)])  # fmt: skip
     writer.close()
     behind = speed_status(recovery, kafka_bootstrap, topic, threshold=10)
@@ -92,13 +93,11 @@ def test_lag_sensor_sees_progress_lag_and_a_stopped_stream(
 
 
 def test_speed_alerts_are_posted_once_each(tmp_path, receiver):
-    from datetime import UTC, datetime
-
     from pipeline_assets.speed.sensors import notify_speed_alerts
     from streaming.rows import Alert, alert_id
     from streaming.sinks import ParquetWriter
 
-    now = datetime.now(UTC).replace(microsecond=0)
+    now = clock.now().replace(microsecond=0)
     lake = tmp_path / "lake"
     writer = ParquetWriter(lake)
     first = Alert(alert_id=alert_id("large_purchase", "v1", now), rule="large_purchase",
