@@ -77,9 +77,11 @@ class Ingestor:
         return cls(Pseudonymizer(settings.pii_key, settings.pii_key_id))
 
     def accept(
-        self, raw: bytes, received_at: datetime, replay: bool = False
+        self, raw: bytes, received_at: datetime, replay: bool = False, trusted_tokens: bool = False
     ) -> Accepted | Rejected:
-        """Validate one raw event. ``replay`` keeps the client's received_at (simulated history)."""
+        """Validate one raw event. ``replay`` keeps the client's received_at (simulated history);
+        ``trusted_tokens`` keeps pseudonyms this platform wrote (a DLQ replay), which from a
+        client would be hashed again."""
         if len(raw) > self.max_event_bytes:
             return Rejected(
                 EVENT_TOO_LARGE,
@@ -97,7 +99,8 @@ class Ingestor:
             # Simulated history keeps its own receive time, but never one in the future: Kafka
             # rejects timestamps more than an hour ahead, and nothing can arrive before it is sent.
             received_at = min(event.received_at or event.sent_at, received_at)
-        event = self.pii.apply(msgspec.structs.replace(event, received_at=received_at))
+        event = msgspec.structs.replace(event, received_at=received_at)
+        event = self.pii.apply(event, trusted_tokens)
         return Accepted(
             event_id=str(event.event_id),
             event_type=type(event).__struct_config__.tag,
@@ -113,16 +116,20 @@ class Ingestor:
         source: str,
         write_key_id: str | None = None,
     ) -> bytes:
+        scrub = self.pii.scrub_text
         record = DlqRecord(
             reason=rejected.reason,
-            error=self.pii.scrub_text(rejected.error),
+            error=scrub(rejected.error),
             raw=self.pii.scrub_raw(rejected.raw),
             raw_bytes=len(rejected.raw),
             received_at=received_at,
             source=source,
-            event_type=rejected.event_type,
+            # as the client sent them: free text, scrubbed like the rest of the record
+            event_type=scrub(rejected.event_type[:128]) if rejected.event_type else None,
             event_id=rejected.event_id,
-            contract_version=rejected.contract_version,
+            contract_version=(
+                scrub(rejected.contract_version[:64]) if rejected.contract_version else None
+            ),
             write_key_id=write_key_id,
             pii_key_id=self.pii.key_id,
         )

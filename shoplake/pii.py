@@ -1,9 +1,22 @@
-"""Pseudonymization of personal data with a keyed HMAC-SHA256.
+"""Pseudonymization of personal data with a keyed HMAC-SHA256, by policy.
 
-The personal fields are the ones the contracts declare with ``x-pii``. Values are normalized
-before hashing so that the same person hashes the same way (emails lower-cased, phones reduced
-to digits, IPs reduced to their /24 or /48 network). The key id travels with each event so a
-key rotation can be told apart downstream.
+The contracts declare, with ``x-pii``, how each string field is treated (see
+:mod:`shoplake.contracts.model`):
+
+- ``email``, ``phone``, ``ip``: personal; hashed whole after normalizing (emails lower-cased,
+  phones reduced to digits, IPs to their /24 or /48 network), so the same person hashes the same;
+- ``identifier`` (``anonymous_id``, ``user_id``, ``session_id``, ``order_id``): kept, unless it
+  looks like an email or a phone number, then hashed as one;
+- ``text`` (titles, search queries, user agents, UTM tags): scrubbed by pattern: emails (plain,
+  percent-encoded, non-ASCII domains), phone numbers, IPv4/IPv6 addresses and card-like numbers
+  (Luhn) are replaced by their tokens;
+- ``url`` (``page_url``, ``referrer``): query parameters with personal names (email, phone, name,
+  address, token, ...) get their value hashed, then the URL is scrubbed as text.
+
+A token is ``h:`` + 64 hex. Only this module makes tokens: a client that sends an ``h:`` value
+has it hashed again like any other value (it cannot plant or forge one). Records this platform
+wrote itself (a DLQ replay) are re-read with ``trusted_tokens``. The key id travels with each
+event, so a key rotation can be told apart downstream.
 """
 
 from __future__ import annotations
@@ -13,16 +26,21 @@ import hmac
 import ipaddress
 import re
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 from shoplake.contracts.model import CONTRACTS, Event
 
 PREFIX = "h:"  # marks a pseudonymized value; never a valid email, phone or IP
+HASHED = ("email", "phone", "ip")  # kinds hashed whole
+KINDS = (*HASHED, "identifier", "text", "url")
+MAX_DEPTH = 32  # nesting the DLQ scrubber walks; deeper values are dropped, not recursed into
+_TOKEN = re.compile(r"h:[0-9a-f]{64}")
 
 
 def _pii_paths(struct: type[msgspec.Struct]) -> list[tuple[tuple[str, ...], str]]:
-    """(attribute path, kind) of every field declared personal, found through msgspec.inspect."""
+    """(attribute path, kind) of every field with an ``x-pii`` kind, found through msgspec.inspect."""
     out: list[tuple[tuple[str, ...], str]] = []
 
     def walk(t: Any, path: tuple[str, ...]) -> None:
@@ -38,7 +56,7 @@ def _pii_paths(struct: type[msgspec.Struct]) -> list[tuple[tuple[str, ...], str]
                 out.append((path, kind))
             else:
                 walk(t.type, path)
-        # lists hold no personal fields today; a declared one inside a list would need a walk here
+        # lists (purchase items) hold product data only; a declared field inside one needs a walk
 
     walk(msgspec.inspect.type_info(struct), ())
     return out
@@ -46,6 +64,10 @@ def _pii_paths(struct: type[msgspec.Struct]) -> list[tuple[tuple[str, ...], str]
 
 PII_FIELDS: dict[type[Event], list[tuple[tuple[str, ...], str]]] = {
     struct: _pii_paths(struct) for struct, _ in CONTRACTS.values()
+}
+# Field name -> kind, for payloads that did not decode (the DLQ): the same policy by name.
+KIND_BY_NAME: dict[str, str] = {
+    path[-1]: kind for fields in PII_FIELDS.values() for path, kind in fields
 }
 
 
@@ -65,13 +87,65 @@ def network_of(ip: str) -> str:
 
 def normalize(kind: str, value: str) -> str:
     if kind == "email":
-        return value.strip().lower()
+        return unquote(value).strip().lower()
     if kind == "phone":
         digits = re.sub(r"[^\d]", "", value)
         return ("+" if value.strip().startswith("+") else "") + digits
+    if kind == "card":
+        return re.sub(r"[^\d]", "", value)
     if kind == "ip":
         return network_of(value)
     return value.strip()
+
+
+# -- what personal data looks like in text -------------------------------------------------------
+# Matches start only where a run of such characters starts, and parts are bounded, so a long run
+# (an oversize payload) is scanned once, not once per position.
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]{1,64}(?:@|%40)[\w-]{1,63}(?:\.[\w-]{1,63}){0,8}\.[^\W\d_]{2,24}",
+)
+# Phones: "+" and digits, or grouped digits ("(555) 123-4567", "06 12 34 56 78"), or a national
+# number starting with 0. Bare digit runs (product ids, timestamps) are not phones.
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d[\d ()-]{5,22}\d|\(?\d{2,4}\)?(?:[ -]\d{2,4}){2,5}|0\d{8,14})(?![\w])"
+)
+_DATE_LIKE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_CARD = re.compile(r"(?<![\w])\d(?:[ -]?\d){12,18}(?![\w])")
+_IPV4 = re.compile(r"(?<![\w./:])(?:\d{1,3}\.){3}\d{1,3}(?![\w.])")
+# IPv6 candidates (with or without "::"), confirmed by the ipaddress module before replacing.
+_IPV6 = re.compile(r"(?<![0-9A-Za-z:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])")
+# Anything that could be one of the above: text without it is returned as is, cheaply.
+_SUSPECT = re.compile(r"@|%40|\d[\d ().-]{5,}\d|[0-9A-Fa-f]:[0-9A-Fa-f:]*:")
+# Query parameters whose value is personal by their name.
+_PERSONAL_PARAM = re.compile(
+    r"^(?:e-?mail|mail|phone|tel|mobile|msisdn|name|first_?name|last_?name|full_?name|user|"
+    r"address|addr|street|city|zip|post_?code|postal|token|access_token|id_token|auth|password|"
+    r"passwd|pwd|pass|secret|ssn|card|cc|iban|birth|dob|ip)",
+    re.IGNORECASE,
+)
+_IDENTIFIER_EMAIL = re.compile(r"[\w.%+-]{1,64}(?:@|%40)[\w.-]{1,255}")
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card_like(candidate: str) -> bool:
+    digits = re.sub(r"\D", "", candidate)
+    return 13 <= len(digits) <= 19 and _luhn(digits)
+
+
+def _phone_like(candidate: str) -> bool:
+    digits = sum(ch.isdigit() for ch in candidate)
+    return (9 <= digits <= 15 and not _DATE_LIKE.match(candidate)) or (
+        candidate.startswith("+") and 7 <= digits <= 15
+    )
 
 
 class Pseudonymizer:
@@ -85,9 +159,8 @@ class Pseudonymizer:
         self._cache: dict[tuple[str, str], str] = {}
 
     def token(self, kind: str, value: str) -> str:
-        """Keyed hash of the normalized value, prefixed so a token is never mistaken for data."""
-        if value.startswith(PREFIX):
-            return value  # already pseudonymized (replayed from the DLQ, say)
+        """Keyed hash of the normalized value, prefixed so a token is never mistaken for data.
+        Any value is hashed, one that looks like a token too."""
         cached = self._cache.get((kind, value))
         if cached is not None:
             return cached
@@ -98,50 +171,104 @@ class Pseudonymizer:
         self._cache[(kind, value)] = token
         return token
 
-    def apply(self, event: Event) -> Event:
-        """The event with every declared personal field replaced by its token, and the key id set."""
-        changes: dict[str, Any] = {"pii_key_id": self.key_id}
-        for path, kind in PII_FIELDS[type(event)]:
-            changes = self._replace_path(event, changes, path, kind)
-        return msgspec.structs.replace(event, **changes)
+    # -- the policy, one value at a time ----------------------------------------------------
+    def pseudonymize(self, kind: str, value: str, trusted_tokens: bool = False) -> str:
+        """``value`` of a field of ``kind`` as it may be stored."""
+        if trusted_tokens and _TOKEN.fullmatch(value):
+            return value  # written by this platform (a DLQ replay), not by a client
+        if kind in HASHED:
+            return self.token(kind, value)
+        if kind == "identifier":
+            return self.scrub_identifier(value)
+        if kind == "url":
+            return self.scrub_url(value)
+        return self.scrub_text(value)
 
-    def _replace_path(
-        self, event: Event, changes: dict[str, Any], path: tuple[str, ...], kind: str
-    ) -> dict[str, Any]:
-        head = path[0]
-        parent = changes.get(head, getattr(event, head))
-        if parent is None:
-            return changes
-        if len(path) == 1:
-            if isinstance(parent, str):
-                changes[head] = self.token(kind, parent)
-            return changes
-        # nested struct (context.ip, traits.email): replace one level down
-        inner = self._replace_path(parent, {}, path[1:], kind)
-        if inner:
-            changes[head] = msgspec.structs.replace(parent, **inner)
-        return changes
-
-    # -- rejected payloads ---------------------------------------------------------------------
-    # Matches may only start where a run of such characters starts, and parts are bounded, so a
-    # long run without "@" (an oversize payload) is scanned once, not once per position.
-    _EMAIL = re.compile(
-        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,255}\.[A-Za-z]{2,24}"
-    )
-    _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-    # IPv6 candidates (with or without "::"), confirmed by the ipaddress module before replacing.
-    _IPV6 = re.compile(
-        r"(?<![0-9A-Za-z:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Za-z:])"
-    )
-    _PHONE = re.compile(r"(?<![\d+])\+\d[\d ().-]{6,30}\d")
-    _KEYS = {"ip": "ip", "email": "email", "phone": "phone"}
+    def scrub_identifier(self, value: str) -> str:
+        """An id that is really an email, a phone number or an IP address is hashed as one, and
+        an email inside an id is replaced; other ids are kept (digits in an id are not a phone)."""
+        v = value.strip()
+        if "@" in v or "%40" in v:
+            return self.token("email", v) if _IDENTIFIER_EMAIL.fullmatch(v) else self.scrub_text(v)
+        if (v[:1] in "+(0" or " " in v) and _PHONE.fullmatch(v) and _phone_like(v):
+            return self.token("phone", v)
+        if ("." in v or ":" in v) and network_of(v) != v.lower():  # an IP address
+            return self.token("ip", v)
+        return value
 
     def scrub_text(self, text: str) -> str:
-        """Replace anything that looks like an email, phone (+…) or IP address with its token."""
-        text = self._EMAIL.sub(lambda m: self.token("email", m.group()), text)
-        text = self._PHONE.sub(lambda m: self.token("phone", m.group()), text)
-        text = self._IPV6.sub(self._ipv6_token, text)
-        return self._IPV4.sub(lambda m: self.token("ip", m.group()), text)
+        """Every email, phone number, IP address and card-like number in ``text`` replaced by
+        its token; text with none is returned as is."""
+        if not _SUSPECT.search(text):
+            return text
+        text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
+        text = _CARD.sub(self._card_token, text)
+        text = _PHONE.sub(self._phone_token, text)
+        text = _IPV6.sub(self._ipv6_token, text)
+        return _IPV4.sub(self._ipv4_token, text)
+
+    def scrub_url(self, url: str) -> str:
+        """Personal query parameters hashed, then the rest scrubbed as text (also where it is
+        percent-encoded). A URL with nothing personal is returned byte for byte."""
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return self.scrub_text(url)
+        query = self.scrub_text(parts.query)  # as written ("+33 6 ..." is literally there)
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)  # and as decoded ("%40", "%2B")
+            scrubbed = [
+                (
+                    k,
+                    self.token("param", v)
+                    if v and _PERSONAL_PARAM.match(k)
+                    else self.scrub_text(v),
+                )
+                for k, v in pairs
+            ]
+            if scrubbed != pairs:
+                query = urlencode(scrubbed, safe=":/")
+        path, fragment = self.scrub_text(parts.path), self.scrub_text(parts.fragment)
+        if _SUSPECT.search(unquote(path)):
+            path = quote(self.scrub_text(unquote(path)), safe="/:@")
+        if fragment and _SUSPECT.search(unquote(fragment)):
+            fragment = quote(self.scrub_text(unquote(fragment)), safe="/:=&")
+        netloc = self.scrub_text(parts.netloc) if "@" in parts.netloc else parts.netloc
+        if (query, path, fragment, netloc) == (
+            parts.query,
+            parts.path,
+            parts.fragment,
+            parts.netloc,
+        ):
+            return url
+        return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+    def _card_token(self, m: re.Match) -> str:
+        return self._longest(m.group(), "card", _card_like)
+
+    def _phone_token(self, m: re.Match) -> str:
+        return self._longest(m.group(), "phone", _phone_like)
+
+    def _longest(self, text: str, kind: str, like) -> str:
+        """``text`` (a pattern's match) with its longest run of whole digit groups that ``like``
+        accepts replaced by a token: a match may run into neighbouring numbers."""
+        groups = [(g.start(), g.end()) for g in re.finditer(r"\d+", text)]
+        spans = sorted(
+            ((i, j) for i in range(len(groups)) for j in range(i, len(groups))),
+            key=lambda ij: ij[0] - ij[1],
+        )
+        for i, j in spans:
+            start, end = groups[i][0], groups[j][1]
+            while start > 0 and text[start - 1] in "+(":
+                start -= 1
+            if like(text[start:end]):
+                return text[:start] + self.token(kind, text[start:end]) + text[end:]
+        return text
+
+    def _ipv4_token(self, m: re.Match) -> str:
+        if all(int(p) <= 255 for p in m.group().split(".")):
+            return self.token("ip", m.group())
+        return m.group()
 
     def _ipv6_token(self, m: re.Match) -> str:
         try:
@@ -150,21 +277,64 @@ class Pseudonymizer:
             return m.group()
         return self.token("ip", m.group())
 
+    # -- decoded events ----------------------------------------------------------------------
+    def apply(self, event: Event, trusted_tokens: bool = False) -> Event:
+        """The event with every declared field treated by its policy, and the key id set."""
+        changes: dict[str, Any] = {"pii_key_id": self.key_id}
+        for path, kind in PII_FIELDS[type(event)]:
+            changes = self._replace_path(event, changes, path, kind, trusted_tokens)
+        return msgspec.structs.replace(event, **changes)
+
+    def _replace_path(
+        self, obj: Any, changes: dict[str, Any], path: tuple[str, ...], kind: str, trusted: bool
+    ) -> dict[str, Any]:
+        head = path[0]
+        parent = changes.get(head, getattr(obj, head))
+        if parent is None:
+            return changes
+        if len(path) == 1:
+            if isinstance(parent, str):
+                new = self.pseudonymize(kind, parent, trusted)
+                if new != parent:
+                    changes[head] = new
+            return changes
+        # nested struct (context.ip, traits.email): replace one level down
+        inner = self._replace_path(parent, {}, path[1:], kind, trusted)
+        if inner:
+            changes[head] = msgspec.structs.replace(parent, **inner)
+        return changes
+
+    # -- rejected payloads -------------------------------------------------------------------
     def scrub_raw(self, raw: bytes) -> str:
-        """A rejected payload made safe for the DLQ: structured where it parses, by pattern where not."""
+        """A rejected payload made safe for the DLQ: by field name where it parses as JSON (the
+        same policy as accepted events), by pattern where it does not."""
         text = raw.decode("utf-8", errors="replace")
         try:
             doc = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return self.scrub_text(text)
-        return msgspec.json.encode(self._scrub_value(doc, None)).decode()
+        return msgspec.json.encode(self.scrub_value(doc)).decode()
 
-    def _scrub_value(self, value: Any, key: str | None) -> Any:
+    def scrub_value(self, value: Any, key: str | None = None, depth: int = 0) -> Any:
+        """A decoded JSON value with the policy applied by field name; unknown fields as text,
+        long numbers as text too, and nothing deeper than MAX_DEPTH."""
         if isinstance(value, dict):
-            return {k: self._scrub_value(v, k) for k, v in value.items()}
+            if depth >= MAX_DEPTH:
+                return f"[removed: nested deeper than {MAX_DEPTH} levels]"
+            return {self.scrub_text(k): self.scrub_value(v, k, depth + 1) for k, v in value.items()}
         if isinstance(value, list):
-            return [self._scrub_value(v, key) for v in value]
+            if depth >= MAX_DEPTH:
+                return f"[removed: nested deeper than {MAX_DEPTH} levels]"
+            return [self.scrub_value(v, key, depth + 1) for v in value]
+        kind = KIND_BY_NAME.get(key or "", "text")
         if isinstance(value, str):
-            kind = self._KEYS.get((key or "").lower())
-            return self.token(kind, value) if kind else self.scrub_text(value)
+            if kind == "identifier":  # an id the contract refused: scrub all of it as text too
+                return self.scrub_text(self.scrub_identifier(value))
+            return self.pseudonymize(kind, value)
+        if kind in HASHED and isinstance(value, int | float) and not isinstance(value, bool):
+            return self.token(kind, str(value))  # a phone sent as a number is still a phone
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 1_000_000:
+            text = str(value)
+            scrubbed = self.scrub_text(text)
+            return value if scrubbed == text else scrubbed
         return value

@@ -1,7 +1,15 @@
 import json
 import uuid
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shoplake.contracts import decode_event
+from shoplake.contracts.decode import encode_event
+from shoplake.contracts.model import PageView
 from shoplake.pii import PII_FIELDS, PREFIX, Pseudonymizer, network_of, normalize
 
 P = Pseudonymizer(b"secret-key", "k1")
@@ -19,7 +27,11 @@ def login_doc(**traits) -> bytes:
 
 def test_declared_personal_fields_are_found_by_walking_the_contracts():
     kinds = {kind for fields in PII_FIELDS.values() for _, kind in fields}
-    assert kinds == {"email", "phone", "ip"}
+    assert kinds == {"email", "phone", "ip", "identifier", "text", "url"}
+    page_view = dict(PII_FIELDS[PageView])
+    assert page_view[("anonymous_id",)] == "identifier"
+    assert page_view[("context", "page_url")] == "url"
+    assert page_view[("context", "user_agent")] == "text" and page_view[("title",)] == "text"
 
 
 def test_apply_replaces_every_personal_field_and_records_the_key_id():
@@ -41,7 +53,6 @@ def test_tokens_are_stable_normalized_and_keyed():
     assert P.token("ip", "81.2.69.142") != P.token("ip", "81.2.70.142")
     other = Pseudonymizer(b"another-key", "k2")
     assert other.token("email", "ana@example.com") != P.token("email", "ana@example.com")
-    assert P.token("email", P.token("email", "a@b.co")) == P.token("email", "a@b.co")  # idempotent
 
 
 def test_networks():
@@ -77,3 +88,127 @@ def test_scrubbing_is_linear_on_long_runs():
     P.scrub_raw(blob.encode())
     assert time.perf_counter() - t < 0.5
     assert "ana@example.com" not in P.scrub_text("mail ana@example.com now")
+
+
+# -- the policy: personal data anywhere a client can write --------------------------------------
+EMAIL, PHONE, IP = "alice.martin@example.com", "+33 6 12 34 56 78", "81.2.69.142"
+
+
+def page_view(**fields) -> bytes:
+    doc = {
+        "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": "1.0",
+        "occurred_at": "2026-11-01T10:00:00Z", "sent_at": "2026-11-01T10:00:01Z",
+        "anonymous_id": "a1", "context": {"platform": "web"},
+    }  # fmt: skip
+    for name, value in fields.items():
+        if name.startswith("context_"):
+            doc["context"][name.removeprefix("context_")] = value
+        else:
+            doc[name] = value
+    return json.dumps(doc, ensure_ascii=False).encode()
+
+
+PLACEMENTS = {
+    "url query": {"context_page_url": f"https://shop.example/?email={EMAIL}"},
+    "url query, percent-encoded": {"context_page_url": "https://shop.example/?e=alice.martin%40example.com"},
+    "url query, by parameter name": {"context_page_url": "https://shop.example/c?name=Alice+Martin&page=2"},
+    "url path": {"context_page_url": f"https://shop.example/account/{EMAIL}/orders"},
+    "referrer": {"context_referrer": f"https://mail.example/read?from={EMAIL}&tel=0612345678"},
+    "referrer, phone": {"context_referrer": "https://s.example/?q=call+%2B33+6+12+34+56+78"},
+    "user agent": {"context_user_agent": f"Mozilla/5.0 (compatible; crawler; +{EMAIL})"},
+    "title": {"title": f"Order for {EMAIL}"},
+    "title, phone": {"title": f"Call us at {PHONE}"},
+    "title, national phone": {"title": "Rappel au 06 12 34 56 78"},
+    "title, card": {"title": "card 4111 1111 1111 1111"},
+    "title, ip": {"title": f"from {IP}"},
+    "title, non-ASCII domain": {"title": "écrire à zoë@exämple.fr"},
+    "utm_source": {"context_utm_source": EMAIL},
+    "utm_content": {"context_utm_content": PHONE},
+    "utm_campaign": {"context_utm_campaign": f"promo-{IP}"},
+    "anonymous_id": {"anonymous_id": "bob@example.com"},
+    "anonymous_id, phone": {"anonymous_id": PHONE},
+    "user_id": {"user_id": EMAIL},
+    "session_id": {"session_id": EMAIL},
+}  # fmt: skip
+SECRETS = (EMAIL, "alice.martin%40example.com", "Alice+Martin", "Alice Martin", "bob@example.com",
+           "0612345678", "06 12 34 56 78", "6 12 34 56 78", "4111 1111 1111 1111", IP,
+           "zoë@exämple.fr", "+6+12+34+56+78")  # fmt: skip
+
+
+@pytest.mark.parametrize("where", list(PLACEMENTS))
+def test_personal_data_in_any_client_written_field_is_pseudonymized(where):
+    """Guards finding 2: only traits.email/phone and context.ip used to be hashed."""
+    raw = page_view(**PLACEMENTS[where])
+    stored = encode_event(P.apply(decode_event(raw))).decode()
+    leaked = [secret for secret in SECRETS if secret in stored]
+    assert leaked == [], (where, stored)
+    assert stored.count(PREFIX) >= 1  # replaced by a token, not dropped
+    assert [secret for secret in SECRETS if secret in raw.decode()]  # positive control
+
+
+def test_the_kafka_key_follows_the_stored_visitor_id():
+    from shoplake.ingest import Ingestor
+
+    result = Ingestor(P).accept(page_view(anonymous_id="bob@example.com"), datetime.now(UTC))
+    assert result.key.decode().startswith(PREFIX) and b"bob@" not in result.key
+
+
+def test_plain_values_are_left_alone():
+    ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36"
+    url = "https://shop.example/product/123456789?utm_source=news&page=2#reviews"
+    ev = P.apply(decode_event(page_view(context_user_agent=ua, context_page_url=url,
+                                        title="Order 2026-11-01 10:00:00, 3 items",
+                                        anonymous_id="8c0d9d9e-3f0c-4a57-9a3e-5b7f43f0e2c1")))  # fmt: skip
+    assert ev.context.user_agent == ua and ev.context.page_url == url
+    assert ev.title == "Order 2026-11-01 10:00:00, 3 items"
+    assert ev.anonymous_id == "8c0d9d9e-3f0c-4a57-9a3e-5b7f43f0e2c1"
+
+
+def test_a_client_sent_token_is_hashed_again():
+    """Guards finding 3: an "h:" prefix used to skip hashing, so a client could store raw data
+    or plant another person's token."""
+    forged = P.token("email", "victim@example.com")
+    for sent in ("h:dave@example.com", forged):
+        ev = P.apply(decode_event(login_doc(email=sent)))
+        assert ev.traits.email != sent and ev.traits.email.startswith(PREFIX)
+    # a DLQ replay re-reads tokens this platform wrote, and keeps them
+    assert (
+        P.apply(decode_event(login_doc(email=forged)), trusted_tokens=True).traits.email == forged
+    )
+
+
+def test_the_dlq_scrubber_applies_the_same_policy_to_every_field():
+    """Guards finding 5: top-level event_type leaked, phones needed a "+", percent-encoded and
+    non-ASCII-domain emails were missed."""
+    from shoplake.ingest import Ingestor, Rejected
+
+    raw = json.dumps({"event_type": "eve@example.com", "schema_version": "bob@example.com",
+                      "title": "call 0612345678", "page": "x?e=alice.martin%40example.com",
+                      "note": "zoë@exämple.fr", "phone": 33612345678,
+                      "nested": [[[{"referrer": f"https://s/?email={EMAIL}"}]]]}).encode()  # fmt: skip
+    rejected = Rejected("unknown_event_type", "unknown event_type 'eve@example.com'", raw,
+                        "eve@example.com", None, "bob@example.com")  # fmt: skip
+    value = Ingestor(P).dlq_value(rejected, datetime.now(UTC), "collector").decode()
+    for secret in ("eve@example.com", "bob@example.com", "0612345678", "alice.martin%40example",
+                   "zoë@exämple.fr", "33612345678", EMAIL):  # fmt: skip
+        assert secret not in value, secret
+    assert "eve@example.com" in raw.decode()  # positive control
+
+
+def test_the_dlq_scrubber_bounds_depth_by_design():
+    """Guards finding 1: ~485 levels inside a rejected event overflowed the scrubber."""
+    deep = b'{"a": ' + b"[" * 485 + b'"bob@example.com"' + b"]" * 485 + b"}"
+    scrubbed = P.scrub_raw(deep)
+    assert "bob@example.com" not in scrubbed and "removed: nested deeper" in scrubbed
+    very_deep = b"[" * 5000 + b"]" * 5000  # msgspec itself refuses: scrubbed as text
+    assert P.scrub_raw(very_deep) == very_deep.decode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200), st.sampled_from([EMAIL, "bob@example.org", "+44 20 7946 0958",
+                                               "0612345678", "81.2.69.142", "4111111111111111"]))  # fmt: skip
+def test_a_secret_anywhere_in_free_text_is_scrubbed(text, secret):
+    cut = len(text) // 2
+    mixed = f"{text[:cut]} {secret} {text[cut:]}"
+    assert secret not in P.scrub_text(mixed)
+    assert secret not in P.scrub_url(f"https://s.example/p?x={quote(mixed)}")

@@ -109,7 +109,7 @@ def retry_dlq(
             continue
         attempts = (past["attempts"] if past else 0) + 1
         # stamped with the original receipt time: it lands on the arrival day it first had
-        result = ingestor.accept(raw_bytes(rec), rec.received_at)
+        result = ingestor.accept(raw_bytes(rec), rec.received_at, trusted_tokens=True)
         if isinstance(result, Accepted):
             replays.append(Message(events_topic, result.key, result.value, result.timestamp_ms,
                                    [("event_type", result.event_type.encode()), ("replayed_from", b"dlq")]))  # fmt: skip

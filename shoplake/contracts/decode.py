@@ -20,6 +20,10 @@ MISSING_FIELD = "missing_field"
 WRONG_TYPE = "wrong_type"
 INVALID_VALUE = "invalid_value"
 EVENT_TOO_LARGE = "event_too_large"
+INVALID_ENCODING = "invalid_encoding"  # a string that is not UTF-8
+TOO_DEEP = "too_deep"  # nested past what any contract allows
+DUPLICATE_KEY = "duplicate_key"  # a body that repeats a key (which copy counts is ambiguous)
+MALFORMED_GZIP = "malformed_gzip"
 REASONS = (
     MALFORMED_JSON,
     NOT_AN_OBJECT,
@@ -29,6 +33,10 @@ REASONS = (
     WRONG_TYPE,
     INVALID_VALUE,
     EVENT_TOO_LARGE,
+    INVALID_ENCODING,
+    TOO_DEEP,
+    DUPLICATE_KEY,
+    MALFORMED_GZIP,
 )
 
 
@@ -69,7 +77,18 @@ def _classify(exc: msgspec.ValidationError) -> str:
 
 
 def decode_event(raw: bytes | memoryview | str) -> Event:
-    """Validate ``raw`` against its contract. Raises :class:`ContractViolation`."""
+    """Validate ``raw`` against its contract. Raises :class:`ContractViolation`, whatever the
+    input: bytes that are not UTF-8 and nesting msgspec will not follow are violations too."""
+    try:
+        return _decode(raw)
+    except UnicodeDecodeError as exc:
+        message = f"a string is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        raise ContractViolation(INVALID_ENCODING, message) from None
+    except RecursionError:
+        raise ContractViolation(TOO_DEEP, "the event is nested too deeply") from None
+
+
+def _decode(raw: bytes | memoryview | str) -> Event:
     try:
         header = _header.decode(raw)
     except msgspec.ValidationError as exc:

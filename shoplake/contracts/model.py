@@ -15,7 +15,19 @@ import msgspec
 from msgspec import Meta, Struct
 
 UtcDatetime = Annotated[datetime, Meta(tz=True, description="RFC 3339 timestamp with a UTC offset")]
-Id = Annotated[str, Meta(min_length=1, max_length=128)]
+# Ids travel as Kafka keys and file names: no control characters. Integers are stored as int64.
+NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+INT64_MAX = 2**63 - 1
+Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_CONTROL)]
+# An id that may name a person (a visitor, a user, an order): kept, unless it is an email or a
+# phone number, which shoplake.pii then hashes.
+PersonId = Annotated[
+    str,
+    Meta(
+        min_length=1, max_length=128, pattern=NO_CONTROL, extra_json_schema={"x-pii": "identifier"}
+    ),
+]
+Count = Annotated[int, Meta(ge=0, le=INT64_MAX, description="stored as a 64-bit integer")]
 Currency = Annotated[str, Meta(pattern="^[A-Z]{3}$", description="ISO 4217 code")]
 Money = Annotated[float, Meta(ge=0, le=10_000_000)]
 Quantity = Annotated[int, Meta(ge=1, le=10_000)]
@@ -26,6 +38,10 @@ SchemaVersion = Annotated[str, Meta(pattern=r"^\d+\.\d+$", description="MAJOR.MI
 Email = Annotated[str, Meta(max_length=320, extra_json_schema={"x-pii": "email"})]
 Phone = Annotated[str, Meta(max_length=80, extra_json_schema={"x-pii": "phone"})]
 IpAddress = Annotated[str, Meta(max_length=80, extra_json_schema={"x-pii": "ip"})]
+# Free text a client writes: scrubbed by pattern (emails, phones, IPs, card numbers).
+Text = Annotated[str, Meta(extra_json_schema={"x-pii": "text"})]
+# A URL: personal query parameters hashed, then scrubbed as text.
+Url = Annotated[str, Meta(max_length=2048, extra_json_schema={"x-pii": "url"})]
 
 Platform = Literal["web", "ios", "android"]
 DeviceType = Literal["desktop", "mobile", "tablet"]
@@ -37,17 +53,19 @@ class Context(Struct, kw_only=True, omit_defaults=True):
 
     platform: Platform
     device_type: DeviceType | None = None
-    user_agent: Annotated[str, Meta(max_length=1024)] | None = None
+    user_agent: (
+        Annotated[str, Meta(max_length=1024, extra_json_schema={"x-pii": "text"})] | None
+    ) = None
     ip: IpAddress | None = None
     locale: Annotated[str, Meta(max_length=35)] | None = None
     country: Annotated[str, Meta(pattern="^[A-Z]{2}$")] | None = None
-    page_url: Annotated[str, Meta(max_length=2048)] | None = None
-    referrer: Annotated[str, Meta(max_length=2048)] | None = None
-    utm_source: str | None = None
-    utm_medium: str | None = None
-    utm_campaign: str | None = None
-    utm_term: str | None = None
-    utm_content: str | None = None
+    page_url: Url | None = None
+    referrer: Url | None = None
+    utm_source: Text | None = None
+    utm_medium: Text | None = None
+    utm_campaign: Text | None = None
+    utm_term: Text | None = None
+    utm_content: Text | None = None
 
 
 class Traits(Struct, kw_only=True, omit_defaults=True):
@@ -65,9 +83,9 @@ class Event(Struct, kw_only=True, omit_defaults=True, tag_field="event_type"):
     occurred_at: UtcDatetime
     sent_at: UtcDatetime
     received_at: UtcDatetime | None = None
-    anonymous_id: Id
-    user_id: Id | None = None
-    session_id: Id | None = None
+    anonymous_id: PersonId
+    user_id: PersonId | None = None
+    session_id: PersonId | None = None
     context: Context
     traits: Traits | None = None
     pii_key_id: str | None = None
@@ -84,20 +102,20 @@ class PageView(Event, tag="page_view", kw_only=True):
     page_type: Literal["home", "category", "product", "search", "cart", "checkout", "other"] = (
         "other"
     )
-    title: str | None = None
+    title: Text | None = None
 
 
 class ProductView(Event, tag="product_view", kw_only=True):
     product_id: Id
-    category: str | None = None
-    brand: str | None = None
+    category: Text | None = None
+    brand: Text | None = None
     price: Money
     currency: Currency = "USD"
 
 
 class Search(Event, tag="search", kw_only=True):
-    query: Annotated[str, Meta(max_length=512)]
-    results_count: Annotated[int, Meta(ge=0)]
+    query: Annotated[str, Meta(max_length=512, extra_json_schema={"x-pii": "text"})]
+    results_count: Count
 
 
 class AddToCart(Event, tag="add_to_cart", kw_only=True):
@@ -118,12 +136,12 @@ class RemoveFromCart(Event, tag="remove_from_cart", kw_only=True):
 
 class BeginCheckout(Event, tag="begin_checkout", kw_only=True):
     cart_value: Money
-    items_count: Annotated[int, Meta(ge=1)]
+    items_count: Annotated[int, Meta(ge=1, le=INT64_MAX)]
     currency: Currency = "USD"
 
 
 class Purchase(Event, tag="purchase", kw_only=True):
-    order_id: Id
+    order_id: PersonId
     items: Annotated[list[OrderItem], Meta(min_length=1, max_length=200)]
     total: Money
     currency: Currency

@@ -2,6 +2,9 @@
 
 Within one major version a contract may only gain optional fields. Removing a field, changing
 its type or making it required needs a new major version (a new Struct in ``CONTRACTS``).
+Two things are not type changes: the ``x-pii`` policy of a field (how it is pseudonymized), and
+limits that only restate what storage can hold (no control characters in ids, int64 bounds):
+a value outside them could never be stored.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from shoplake.contracts.model import CONTRACTS
+from shoplake.contracts.model import CONTRACTS, INT64_MAX, NO_CONTROL
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 
@@ -70,7 +73,11 @@ def _types(schema: dict[str, Any], node: dict[str, Any]) -> Any:
         "maxLength",
         "minLength",
     )
-    keep = {k: v for k, v in node.items() if k not in ignored}
+    keep = {k: v for k, v in node.items() if k not in ignored and k != "x-pii"}
+    if keep.get("pattern") == NO_CONTROL:
+        del keep["pattern"]
+    if keep.get("maximum") == INT64_MAX:
+        del keep["maximum"]
     if "properties" in node:
         keep["object"] = {
             name: _types(schema, prop) for name, prop in sorted(node["properties"].items())
