@@ -71,7 +71,7 @@ async def load(url: str, bodies: list[bytes], concurrency: int) -> tuple[float, 
     for b in bodies:
         queue.put_nowait(b)
     headers = {
-        "X-Write-Key": "test-key",
+        "X-Write-Key": "test-replay-key",
         "Content-Type": "application/json",
         "X-Shoplake-Replay": "1",
     }
@@ -154,9 +154,12 @@ def main() -> None:
     from shoplake.platform.topics import TopicSpec, ensure_topics
 
     ensure_topics(bootstrap, {"bench.plain": TopicSpec("bench.plain", 6, 3_600_000, "delete")})
-    collector = RunningCollector(collector_env(tmp / "collector", bootstrap, SHOPLAKE_RATE_LIMIT="1000000",
-                                               SHOPLAKE_RATE_BURST="1000000", SHOPLAKE_DELIVERY_TIMEOUT_MS="30000"),
-                                 workers=args.workers)  # fmt: skip
+    unlimited = {"SHOPLAKE_RATE_LIMIT": "1000000", "SHOPLAKE_RATE_BURST": "1000000",
+                 "SHOPLAKE_RATE_LIMIT_EVENTS": "100000000", "SHOPLAKE_RATE_CLIENT_SHARE": "1"}  # fmt: skip
+    env = collector_env(
+        tmp / "collector", bootstrap, SHOPLAKE_DELIVERY_TIMEOUT_MS="30000", **unlimited
+    )
+    collector = RunningCollector(env, workers=args.workers)
     try:
         data = payloads(args.events)
         keys = [json.loads(p)["anonymous_id"].encode() for p in data]

@@ -2,7 +2,7 @@
 local bodies = {}
 local i = 0
 local headers = {
-  ["X-Write-Key"] = "test-key",
+  ["X-Write-Key"] = "test-replay-key",
   ["Content-Type"] = "application/json",
   ["X-Shoplake-Replay"] = "1",
 }

@@ -328,7 +328,7 @@ def _make_sink(
         wait_for_broker(settings.bootstrap_servers, timeout=10)
         return KafkaSink(Ingestor.from_settings(settings), settings.bootstrap_servers)
     return HttpSink(
-        settings.collector_url, settings.write_keys[0], batch_size, concurrency, replay=replay
+        settings.collector_url, settings.client_key(replay), batch_size, concurrency, replay=replay
     )
 
 
@@ -438,15 +438,14 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
               help="Worker processes (rate limits are then per process).")  # fmt: skip
 def collector(host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Run the HTTP collector in the foreground: POST /v1/events, GET /healthz, GET /metrics."""
-    import uvicorn
+    from shoplake.collector.server import serve
 
     settings = get_settings()
     host, port = host or settings.collector_host, port or settings.collector_port
     console.print(
         f"collector on http://{host}:{port} -> Kafka {settings.bootstrap_servers} ({workers} worker(s))"
     )
-    uvicorn.run("shoplake.collector.app:app_from_env", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, access_log=False, loop="uvloop", http="httptools")  # fmt: skip
+    serve(settings, host, port, workers, log_level)
 
 
 # -- stream --------------------------------------------------------------------------------------

@@ -233,7 +233,7 @@ class LiveTraffic(threading.Thread):
             while not self.stop_event.is_set():
                 sink = StoppableSink(
                     HttpSink(
-                        self.settings.collector_url, self.settings.write_keys[0], replay=False
+                        self.settings.collector_url, self.settings.client_key(False), replay=False
                     ),
                     self.stop_event,
                     self,
@@ -391,7 +391,7 @@ def run_demo(days: int, users: int, once: bool, duration: float | None, rate: fl
 
         console.rule(f"2. {days} days of history through the collector ({first} .. today)")
         config = SimConfig(start=first, days=days, users=users)
-        history = simulate(config, HttpSink(settings.collector_url, settings.write_keys[0]),
+        history = simulate(config, HttpSink(settings.collector_url, settings.client_key(True)),
                            _make_shopdb(settings))  # fmt: skip
         print_report(history, "collector")
         wait_for_stream(settings, console, timeout=600)

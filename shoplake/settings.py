@@ -17,6 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 ENVIRONMENTS = ("local", "ci", "prod")
 DEV_PII_KEY = "shoplake-local-development-key"
 DEV_WRITE_KEY = "dev-write-key"
+DEV_REPLAY_KEY = "dev-replay-key"
 
 # Every variable the project reads, with its default (None: unset means "provision/derive").
 ENV_VARS: dict[str, str | None] = {
@@ -34,8 +35,15 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_COLLECTOR_HOST": "127.0.0.1",
     "SHOPLAKE_COLLECTOR_PORT": "8080",
     "SHOPLAKE_COLLECTOR_URL": None,  # default: http://<host>:<port>
+    "SHOPLAKE_REPLAY_KEYS": None,  # keys that may replay history; default: dev-replay-key outside prod
     "SHOPLAKE_RATE_LIMIT": "2000",  # requests per second per write key
     "SHOPLAKE_RATE_BURST": "4000",
+    "SHOPLAKE_RATE_LIMIT_EVENTS": "100000",  # events per second per write key (burst: 2 s of it)
+    "SHOPLAKE_RATE_CLIENT_SHARE": "0.5",  # the share of a key's events one client address may use
+    "SHOPLAKE_COLLECTOR_HEADER_TIMEOUT": "10",  # seconds to receive a request's headers
+    "SHOPLAKE_COLLECTOR_BODY_TIMEOUT": "30",  # seconds to receive a whole body
+    "SHOPLAKE_COLLECTOR_IDLE_TIMEOUT": "5",  # seconds a kept-alive connection may wait idle
+    "SHOPLAKE_COLLECTOR_MAX_UPLOADS": "256",  # bodies being received at once, per process
     "SHOPLAKE_DELIVERY_TIMEOUT_MS": "10000",
     "SHOPLAKE_DATASETS": None,  # default: <repo>/../shared/datasets
     "SHOPLAKE_PARTITIONS_START": "2026-01-01",  # first daily partition (it also loads all history)
@@ -80,6 +88,13 @@ class Settings:
     s3_endpoint_url: str | None = None
     partitions_start: date = date(2026, 1, 1)
     lateness_days: int = 2
+    replay_keys: tuple[str, ...] = ()
+    rate_limit_events: float = 100_000.0
+    rate_client_share: float = 0.5
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    idle_timeout_s: float = 5.0
+    max_uploads: int = 256
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,6 +105,17 @@ class Settings:
     @property
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap or f"127.0.0.1:{self.kafka_port}"
+
+    def client_key(self, replay: bool) -> str:
+        """The key shoplake's own clients send with: a replay key to replay history."""
+        if not replay:
+            return self.write_keys[0]
+        if not self.replay_keys:
+            raise ConfigError(
+                "replaying history needs a replay key: set SHOPLAKE_REPLAY_KEYS (and give the "
+                "collector the same), or send live traffic (shoplake simulate --live)"
+            )
+        return self.replay_keys[0]
 
     @property
     def speed_lake_root(self) -> Path:
@@ -114,6 +140,17 @@ def _date(name: str, env: dict[str, str]) -> date:
         return date.fromisoformat(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a date: give it as YYYY-MM-DD") from None
+
+
+def _positive(name: str, env: dict[str, str]) -> float:
+    raw = _get(name, env) or ""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}={raw!r} is not a positive number; unset it for the default")
+    return value
 
 
 def _whole_number(name: str, env: dict[str, str]) -> int:
@@ -160,6 +197,11 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     if not write_keys:
         raise ConfigError("SHOPLAKE_WRITE_KEYS is empty: give at least one write key.")
 
+    raw_replay = _get("SHOPLAKE_REPLAY_KEYS", env)
+    if raw_replay is None:
+        raw_replay = "" if name == "prod" else DEV_REPLAY_KEY
+    replay_keys = tuple(k.strip() for k in raw_replay.split(",") if k.strip())
+
     host = _get("SHOPLAKE_COLLECTOR_HOST", env) or "127.0.0.1"
     port = int(_get("SHOPLAKE_COLLECTOR_PORT", env) or 8080)
     datasets = _get("SHOPLAKE_DATASETS", env) or str(REPO_ROOT.parent / "shared" / "datasets")
@@ -185,6 +227,13 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         dagster_url=_get("SHOPLAKE_DAGSTER_URL", env) or "http://127.0.0.1:3000",
         lake_root=_lake_root(_get("SHOPLAKE_LAKE_ROOT", env), home),
         s3_endpoint_url=_get("SHOPLAKE_S3_ENDPOINT_URL", env),
+        replay_keys=replay_keys,
+        rate_limit_events=_positive("SHOPLAKE_RATE_LIMIT_EVENTS", env),
+        rate_client_share=min(1.0, _positive("SHOPLAKE_RATE_CLIENT_SHARE", env)),
+        header_timeout_s=_positive("SHOPLAKE_COLLECTOR_HEADER_TIMEOUT", env),
+        body_timeout_s=_positive("SHOPLAKE_COLLECTOR_BODY_TIMEOUT", env),
+        idle_timeout_s=_positive("SHOPLAKE_COLLECTOR_IDLE_TIMEOUT", env),
+        max_uploads=int(_positive("SHOPLAKE_COLLECTOR_MAX_UPLOADS", env)),
         partitions_start=_date("SHOPLAKE_PARTITIONS_START", env),
         lateness_days=_whole_number("SHOPLAKE_LATENESS_DAYS", env),
     )

@@ -110,6 +110,7 @@ def collector_env(home: Path, bootstrap: str, **extra: str) -> dict[str, str]:
         SHOPLAKE_KAFKA_BOOTSTRAP=bootstrap,
         SHOPLAKE_COLLECTOR_PORT=str(free_port()),
         SHOPLAKE_WRITE_KEYS="test-key,second-key",
+        SHOPLAKE_REPLAY_KEYS="test-replay-key",
         SHOPLAKE_PII_KEY="test-pii-key",
         SHOPLAKE_DELIVERY_TIMEOUT_MS="3000",
     )

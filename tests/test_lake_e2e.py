@@ -49,7 +49,7 @@ def lake(
     })  # fmt: skip
     report = simulate(
         CONFIG,
-        HttpSink(collector.url, "test-key"),
+        HttpSink(collector.url, "test-replay-key"),
         ShopDB(None, settings.shopdb_sqlite_path),
         show_progress=False,
     )

@@ -49,7 +49,7 @@ def s3_lake(
     })  # fmt: skip
     simulate(
         CONFIG,
-        HttpSink(collector.url, "test-key"),
+        HttpSink(collector.url, "test-replay-key"),
         ShopDB(None, settings.shopdb_sqlite_path),
         show_progress=False,
     )

@@ -2,21 +2,26 @@
 
 Chosen over FastAPI because the hot path is one endpoint whose body is parsed by msgspec anyway:
 pydantic request models and dependency injection would only add per-request cost.
-Served by uvicorn (uvloop + httptools).
+Served by uvicorn (uvloop + httptools), with header, body and idle timeouts
+(:mod:`shoplake.collector.server`).
 
-Answers:
+Every request gets a deliberate answer; no input makes it answer 5xx, except a storage outage:
 - 200: every event was accepted and acknowledged by Kafka.
 - 207: a batch in which some events were rejected; the rejected ones are in the DLQ with a reason.
-- 400: unparseable body, or a single invalid event (both kept in the DLQ).
-- 401 bad or missing write key; 413 request > 1 MiB or a single event > 32 KiB; 429 rate limit.
-- 503 (Retry-After): Kafka did not acknowledge; nothing was promised, retry the same request
-  (event_id makes retries safe downstream).
+- 400: a body that cannot be split into events (not JSON, a repeated key, bad gzip), or a single
+  invalid event; either way it is kept in the DLQ.
+- 401 bad or missing write key; 403 replay asked with a key that may not replay; 408 the body did
+  not arrive in time; 413 request > 1 MiB (also once inflated) or a single event > 32 KiB;
+  415 a content encoding other than gzip; 429 rate limit (requests or events).
+- 503 (Retry-After): Kafka did not acknowledge, or too many uploads are in progress; nothing was
+  promised, retry the same request (event_id makes retries safe downstream).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
@@ -26,14 +31,15 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from shoplake import clock
-from shoplake.collector.limits import TokenBucket, match_key
+from shoplake.collector.body import BodyError, gunzip, split_body
+from shoplake.collector.limits import RateLimits, match_key
 from shoplake.collector.metrics import CollectorMetrics
-from shoplake.contracts.decode import EVENT_TOO_LARGE, MALFORMED_JSON
+from shoplake.contracts.decode import EVENT_TOO_LARGE, MALFORMED_GZIP, TOO_DEEP
 from shoplake.ingest import Accepted, Ingestor, Rejected, key_id
 from shoplake.kafka_io import DeliveryFailed, KafkaWriter, Message
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
@@ -43,31 +49,8 @@ MAX_REQUEST_BYTES = 1024 * 1024
 MAX_BATCH_EVENTS = 500
 REPLAY_HEADER = "x-shoplake-replay"
 REPLAY_TIME_HEADER = "x-shoplake-replay-time"  # receive time of a replayed request (RFC 3339)
-
-
-class _Batch(msgspec.Struct):
-    batch: list[msgspec.Raw] | None = None
-
-
-_batch_decoder = msgspec.json.Decoder(_Batch)
-_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
+log = logging.getLogger("shoplake.collector")
 _encoder = msgspec.json.Encoder()
-
-
-def split_body(body: bytes) -> list[bytes] | None:
-    """The raw events in a body: a JSON array, ``{"batch": [...]}``, or one object. None: unparseable."""
-    start = body.lstrip()[:1]
-    try:
-        if start == b"[":
-            return [bytes(r) for r in _list_decoder.decode(body)]
-        if start == b"{":
-            envelope = _batch_decoder.decode(body)
-            if envelope.batch is not None:
-                return [bytes(r) for r in envelope.batch]
-            return [body]
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
-    return None
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> Response:
@@ -76,13 +59,31 @@ def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> R
     )
 
 
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """An answer that says what went wrong and what to do about it."""
+    return _json(status, {"error": message}, headers)
+
+
+class _Refused(Exception):
+    """A request answered before its events are looked at (limits, timeouts, encodings)."""
+
+    def __init__(self, response: Response):
+        self.response = response
+
+
 class Collector:
     def __init__(self, settings: Settings, writer: KafkaWriter | None = None):
         self.settings = settings
         self.ingestor = Ingestor.from_settings(settings)
         self.metrics = CollectorMetrics()
-        self.buckets = TokenBucket(settings.rate_limit, settings.rate_burst)
-        self.allow_replay = settings.env != "prod"
+        self.limits = RateLimits(
+            settings.rate_limit,
+            settings.rate_burst,
+            settings.rate_limit_events,
+            settings.rate_client_share,
+        )
+        self.keys = tuple(dict.fromkeys((*settings.write_keys, *settings.replay_keys)))
+        self.uploads = 0  # bodies being received now
         self._writer = writer
 
     @property
@@ -96,7 +97,13 @@ class Collector:
     # -- routes --------------------------------------------------------------------------------
     async def events(self, request: Request) -> Response:
         started = time.perf_counter()
-        response = await self._events(request)
+        try:
+            response = await self._events(request)
+        except _Refused as refused:
+            response = refused.response
+        except Exception:  # a bug: counted as a 5xx and logged, never a silent loss
+            log.exception("unexpected error in POST /v1/events")
+            response = _error(500, "internal error; nothing was stored, retry later")
         self.metrics.requests.labels(str(response.status_code)).inc()
         self.metrics.latency.observe(time.perf_counter() - started)
         return response
@@ -105,68 +112,112 @@ class Collector:
         supplied = request.headers.get("x-write-key") or _bearer(
             request.headers.get("authorization")
         )
-        write_key = match_key(supplied, self.settings.write_keys) if supplied else None
+        write_key = match_key(supplied, self.keys) if supplied else None
         if write_key is None:
-            return _json(
-                401, {"error": "missing or unknown write key: send it in the X-Write-Key header"}
-            )
+            return _error(401, "missing or unknown write key: send it in the X-Write-Key header")
+        replay = request.headers.get(REPLAY_HEADER) == "1"
+        if replay and write_key not in self.settings.replay_keys:
+            message = "this write key may not replay history; use one of SHOPLAKE_REPLAY_KEYS"
+            return _error(403, message)
 
-        wait = self.buckets.take(write_key)
-        if wait > 0:
-            retry = max(1, math.ceil(wait))
-            return _json(
-                429,
-                {"error": f"rate limit for this write key; retry in {retry}s"},
-                {"Retry-After": str(retry)},
-            )
-
-        length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
-            return _json(
-                413, {"error": f"request is {length} bytes; the limit is {MAX_REQUEST_BYTES}"}
-            )
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_REQUEST_BYTES:
-                return _json(413, {"error": f"request exceeds {MAX_REQUEST_BYTES} bytes"})
-        body = bytes(body)
+        _too_fast(self.limits.take_request(write_key), "requests")
+        body = await self._read_body(request, key_id(write_key))
 
         received_at = clock.now()
         wkid = key_id(write_key)
-        replay = self.allow_replay and request.headers.get(REPLAY_HEADER) == "1"
         if replay and (stamp := request.headers.get(REPLAY_TIME_HEADER)):
             # Replayed history: rejected events are stamped with the request's original receive
             # time (never in the future), so the DLQ lands on the same arrival day as the events.
             with contextlib.suppress(ValueError):
                 received_at = min(datetime.fromisoformat(stamp.replace("Z", "+00:00")), received_at)
-        raws = split_body(body)
-        if raws is None:
-            rejected = Rejected(MALFORMED_JSON, "the request body is not valid JSON", body)
+        try:
+            split = split_body(body)
+        except BodyError as exc:
+            rejected = Rejected(exc.reason, str(exc), body)
             return await self._store(
-                [], [(0, rejected)], received_at, wkid,
-                status=400, error="the body is not valid JSON; it was kept in the DLQ",
-            )  # fmt: skip
-        if len(raws) > MAX_BATCH_EVENTS:
-            return _json(
-                413,
-                {"error": f"{len(raws)} events in one request; the limit is {MAX_BATCH_EVENTS}"},
+                [],
+                [(0, rejected)],
+                received_at,
+                wkid,
+                status=400,
+                error=f"{exc}; the body was kept in the DLQ",
             )
+        raws = split.events
+        if len(raws) > MAX_BATCH_EVENTS:
+            message = f"{len(raws)} events in one request; the limit is {MAX_BATCH_EVENTS}"
+            return _error(413, message)
+        client = request.client.host if request.client else "-"
+        _too_fast(self.limits.take_events(write_key, client, len(raws)), "events")
         self.metrics.batch_size.observe(len(raws))
 
         accepted: list[tuple[int, Accepted]] = []
         rejected: list[tuple[int, Rejected]] = []
         for i, raw in enumerate(raws):
-            result = self.ingestor.accept(raw, received_at, replay)
-            (accepted if isinstance(result, Accepted) else rejected).append((i, result))  # type: ignore[arg-type]
+            if i in split.too_deep:
+                result: Accepted | Rejected = Rejected(
+                    TOO_DEEP, "the event is nested too deeply", raw
+                )
+            else:
+                result = self.ingestor.accept(raw, received_at, replay)
+            if isinstance(result, Accepted):
+                accepted.append((i, result))
+            else:
+                rejected.append((i, result))
 
-        single = len(raws) == 1 and body.lstrip()[:1] == b"{" and b'"batch"' not in body[:64]
         status = 200
-        if rejected and single:
+        if rejected and split.single:
             status = 413 if rejected[0][1].reason == EVENT_TOO_LARGE else 400
         elif rejected:
             status = 207
         return await self._store(accepted, rejected, received_at, wkid, status=status)
+
+    async def _read_body(self, request: Request, wkid: str) -> bytes:
+        """The body, within the size limit, the body timeout and the cap on uploads in
+        progress; gzip is inflated (up to the same limit)."""
+        encoding = request.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("identity", "gzip", ""):
+            message = f"Content-Encoding {encoding!r} is not supported: send plain or gzip"
+            raise _Refused(_error(415, message))
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_REQUEST_BYTES:
+            raise _Refused(
+                _error(413, f"request is {length} bytes; the limit is {MAX_REQUEST_BYTES}")
+            )
+        if self.uploads >= self.settings.max_uploads:
+            self.metrics.uploads_refused.inc()
+            message = "too many uploads in progress; retry shortly"
+            raise _Refused(_error(503, message, {"Retry-After": "1"}))
+        self.uploads += 1
+        body = bytearray()
+        try:
+            async with asyncio.timeout(self.settings.body_timeout_s):
+                async for chunk in request.stream():
+                    body += chunk
+                    if len(body) > MAX_REQUEST_BYTES:
+                        raise _Refused(_error(413, f"request exceeds {MAX_REQUEST_BYTES} bytes"))
+        except TimeoutError:
+            message = f"the body did not arrive within {self.settings.body_timeout_s:g}s"
+            raise _Refused(_error(408, message, {"Connection": "close"})) from None
+        except ClientDisconnect:
+            raise _Refused(Response(status_code=400)) from None  # nobody is listening
+        finally:
+            self.uploads -= 1
+        if encoding != "gzip":
+            return bytes(body)
+        try:
+            return gunzip(bytes(body), MAX_REQUEST_BYTES)
+        except OverflowError:
+            raise _Refused(
+                _error(413, f"the body inflates past {MAX_REQUEST_BYTES} bytes")
+            ) from None
+        except BodyError as exc:
+            # Compressed bytes cannot be scrubbed: the DLQ keeps the reason and size, not them.
+            error = f"{exc} ({len(body)} bytes)"
+            rejected = Rejected(MALFORMED_GZIP, error, b"")
+            stored = await self._store(
+                [], [(0, rejected)], clock.now(), wkid, 400, f"{error}; its reason is in the DLQ"
+            )
+            raise _Refused(stored) from None
 
     async def _store(
         self,
@@ -203,11 +254,9 @@ class Collector:
             await self.writer.send(messages)
         except DeliveryFailed as exc:
             self.metrics.delivery_errors.inc()
-            return _json(
-                503,
-                {"error": f"events were not stored: {exc}. Retry the same request later."},
-                {"Retry-After": "2"},
-            )
+            log.warning("Kafka did not acknowledge a request: %s", exc)
+            message = "the events were not stored: storage is unavailable; retry the same request"
+            return _error(503, message, {"Retry-After": "2"})
         for _, a in accepted:
             self.metrics.accepted.labels(a.event_type).inc()
         for _, r in rejected:
@@ -267,6 +316,13 @@ class Collector:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def _too_fast(wait: float, what: str) -> None:
+    if wait > 0:
+        retry = max(1, math.ceil(wait)) if math.isfinite(wait) else 60
+        message = f"rate limit ({what}) for this write key; retry in {retry}s"
+        raise _Refused(_error(429, message, {"Retry-After": str(retry)}))
 
 
 def _bearer(value: str | None) -> str | None:

@@ -25,7 +25,10 @@ class CollectorMetrics:
             "shoplake_collector_events_dlq", "Records written to the DLQ", registry=r
         )
         self.requests = Counter(
-            "shoplake_collector_requests", "HTTP requests by status code", ["status"], registry=r
+            "shoplake_collector_requests",
+            "HTTP requests to /v1/events by status code, 5xx included",
+            ["status"],
+            registry=r,
         )
         self.latency = Histogram(
             "shoplake_collector_request_duration_seconds",
@@ -42,6 +45,11 @@ class CollectorMetrics:
             "shoplake_collector_batch_events", "Events per request",
             buckets=(1, 10, 50, 100, 250, 500), registry=r,
         )  # fmt: skip
+        self.uploads_refused = Counter(
+            "shoplake_collector_uploads_refused",
+            "Requests answered 503 because too many bodies were being received",
+            registry=r,
+        )
         self.kafka_up = Gauge(
             "shoplake_collector_kafka_up", "1 if the last health check reached Kafka", registry=r
         )
