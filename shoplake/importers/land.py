@@ -24,6 +24,7 @@ from shoplake.ingest import Accepted, Ingestor
 
 IMPORT_PREFIX = "import_"
 REJECTS_TABLE = "import_rejects"
+MAPPING_ERROR = "mapping_error"  # a row the mapping could not turn into an event
 
 
 @dataclass
@@ -33,7 +34,9 @@ class ImportReport:
     landed: int = 0
     skipped: int = 0
     rejected: Counter = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)  # reason -> the first row's error
     days: dict[str, int] = field(default_factory=dict)
+    rejects_at: str | None = None  # the partition of bronze/import_rejects holding them
 
 
 def import_table_name(mapping: str) -> str:
@@ -44,19 +47,36 @@ def import_file(
     mapping_name: str, source: Path, lake_root: LakePath, ingestor: Ingestor
 ) -> ImportReport:
     mapping = Mapping.load(mapping_name)
-    docs, skipped = build_events(mapping, source)
-    report = ImportReport(mapping.name, rows_read=len(docs) + len(skipped), skipped=len(skipped))
-    by_day: dict[date, dict[str, list[Any]]] = defaultdict(lambda: {k: [] for k in BRONZE_SCHEMA})
+    built = build_events(mapping, source)
+    docs = built.docs
+    rows = len(docs) + len(built.skipped) + len(built.failed)
+    report = ImportReport(mapping.name, rows_read=rows, skipped=len(built.skipped))
     rejects: list[dict[str, Any]] = []
+    for row, why, source_row in built.failed:
+        report.rejected[MAPPING_ERROR] += 1
+        report.examples.setdefault(MAPPING_ERROR, f"row {row}: {why}")
+        raw = ingestor.pii.scrub_raw(msgspec.json.encode(source_row))
+        rejects.append(
+            {"mapping": mapping.name, "row": row, "reason": MAPPING_ERROR, "error": why, "raw": raw}
+        )
+    by_day: dict[date, dict[str, list[Any]]] = defaultdict(lambda: {k: [] for k in BRONZE_SCHEMA})
     encode = msgspec.json.encode
-    for i, doc in enumerate(docs):
+    for i, (row, doc) in enumerate(docs):
         raw = encode(doc)
         received = datetime.fromisoformat(doc["received_at"].replace("Z", "+00:00"))
         result = ingestor.accept(raw, received, replay=True)
         if not isinstance(result, Accepted):
             report.rejected[result.reason] += 1
-            rejects.append({"mapping": mapping.name, "row": i, "reason": result.reason, "error": result.error,
-                            "raw": ingestor.pii.scrub_raw(raw)})  # fmt: skip
+            report.examples.setdefault(result.reason, f"row {row}: {result.error}")
+            rejects.append(
+                {
+                    "mapping": mapping.name,
+                    "row": row,
+                    "reason": result.reason,
+                    "error": result.error,
+                    "raw": ingestor.pii.scrub_raw(raw),
+                }
+            )
             continue
         cols = by_day[received.date()]
         cols["kafka_partition"].append(
@@ -88,13 +108,13 @@ def import_file(
         report.days[day.isoformat()] = frame.height
         report.landed += frame.height
     if rejects:
-        today = clock.today()
-        write_partition(
+        written = write_partition(
             lake_root / "bronze" / REJECTS_TABLE,
-            today,
+            clock.today(),
             pl.DataFrame(rejects),
             {"mapping": mapping.name},
         )
+        report.rejects_at = str(written.path)
     return report
 
 

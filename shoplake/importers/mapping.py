@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import yaml
+
+from shoplake.importers.schema import check_columns, load_and_check
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 NAMESPACE = uuid.UUID("6f1c1d2e-5b7a-4e52-9a55-7d3c0b0f5e11")
@@ -39,17 +40,19 @@ class MappingError(ValueError):
 class Mapping:
     name: str
     spec: dict[str, Any]
+    path: Path
 
     @classmethod
     def load(cls, name_or_path: str) -> Mapping:
+        """The mapping, checked against what a mapping may say before any row is read."""
         path = Path(name_or_path)
         if not path.exists():
             path = MAPPINGS_DIR / f"{name_or_path}.yaml"
         if not path.exists():
             known = ", ".join(sorted(p.stem for p in MAPPINGS_DIR.glob("*.yaml")))
             raise MappingError(f"no mapping {name_or_path!r}; shipped mappings: {known}")
-        spec = yaml.safe_load(path.read_text())
-        return cls(spec["name"], spec)
+        spec = load_and_check(path)
+        return cls(spec["name"], spec, path)
 
 
 def read_table(path: Path) -> list[dict[str, Any]]:
@@ -58,6 +61,13 @@ def read_table(path: Path) -> list[dict[str, Any]]:
     else:
         frame = pl.read_csv(path, infer_schema_length=0)  # everything as text; specs cast
     return frame.to_dicts()
+
+
+def header(path: Path) -> set[str]:
+    """The columns of an export file, without reading its rows."""
+    if path.suffix == ".parquet":
+        return set(pl.read_parquet_schema(path))
+    return set(pl.read_csv(path, n_rows=0, infer_schema_length=0).columns)
 
 
 class RowContext:
@@ -127,7 +137,11 @@ def evaluate(spec: Any, ctx: RowContext) -> Any:
         return evaluate(spec["default"], ctx)
     if "map" in spec and value is not None:
         value = spec["map"].get(value, value)
-    value = _cast(value, spec.get("type"))
+    try:
+        value = _cast(value, spec.get("type"))
+    except ValueError:
+        source = spec.get("column") or spec.get("template") or "value"
+        raise MappingError(f"{source}: {value!r} is not a {spec.get('type')}") from None
     if value is not None and "prefix" in spec:
         value = f"{spec['prefix']}{value}"
     if value is not None and spec.get("hash"):
@@ -139,10 +153,16 @@ def parse_time(value: str, fmt: str) -> datetime:
     return datetime.strptime(value, fmt).replace(tzinfo=UTC)
 
 
-def build_events(
-    mapping: Mapping, folder_or_file: Path
-) -> tuple[list[dict[str, Any]], list[tuple[int, str]]]:
-    """(event documents, [(row, why skipped)]). Documents still need the contract check."""
+@dataclass
+class Built:
+    """What a mapping made of an export's rows. Documents still need the contract check."""
+
+    docs: list[tuple[int, dict[str, Any]]]  # (row, event document)
+    skipped: list[tuple[int, str]]  # (row, why the mapping skips it)
+    failed: list[tuple[int, str, dict[str, Any]]]  # (row, why it could not be built, the row)
+
+
+def build_events(mapping: Mapping, folder_or_file: Path) -> Built:
     spec = mapping.spec
     if folder_or_file.is_dir():
         files = sorted(folder_or_file.glob(spec["source"]))
@@ -151,6 +171,13 @@ def build_events(
         files, folder = [folder_or_file], folder_or_file.parent
     if not files:
         raise MappingError(f"no file matching {spec['source']!r} in {folder_or_file}")
+    relations = spec.get("related") or {}
+    check_columns(
+        mapping.path,
+        spec,
+        header(files[0]),
+        {name: header(folder / rel["file"]) for name, rel in relations.items()},
+    )
     related: dict[str, dict[Any, list[dict[str, Any]]]] = {}
     for name, rel in (spec.get("related") or {}).items():
         index: dict[Any, list[dict[str, Any]]] = defaultdict(list)
@@ -161,8 +188,9 @@ def build_events(
             index[r[rel["key"]]].append(r)
         related[name] = index
 
-    docs: list[dict[str, Any]] = []
+    docs: list[tuple[int, dict[str, Any]]] = []
     skipped: list[tuple[int, str]] = []
+    failed: list[tuple[int, str, dict[str, Any]]] = []
     n = 0
     for path in files:
         for row in read_table(path):
@@ -176,21 +204,33 @@ def build_events(
                 for name, rel in (spec.get("related") or {}).items()
             }
             ctx = RowContext(row, n, rel_rows)
-            etype = evaluate(spec["event_type"], ctx)
-            if etype not in spec["events"]:
-                skipped.append((n, f"event_type {etype!r} has no mapping"))
-                continue
-            ts = parse_time(row[spec["timestamp"]["column"]], spec["timestamp"]["format"])
-            stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            doc = {
-                "event_id": evaluate(spec["event_id"], ctx),
-                "event_type": etype,
-                "schema_version": "1.0",
-                "occurred_at": stamp,
-                "sent_at": stamp,
-                "received_at": stamp,
-                **evaluate(spec.get("common", {}), ctx),
-                **evaluate(spec["events"][etype], ctx),
-            }
-            docs.append(doc)
-    return docs, skipped
+            try:
+                etype = evaluate(spec["event_type"], ctx)
+                if etype not in spec["events"]:
+                    skipped.append((n, f"event_type {etype!r} has no mapping"))
+                    continue
+                docs.append((n, _document(spec, ctx, etype)))
+            except (MappingError, ValueError) as exc:
+                failed.append((n, str(exc), row))
+    return Built(docs, skipped, failed)
+
+
+def _document(spec: dict[str, Any], ctx: RowContext, etype: str) -> dict[str, Any]:
+    raw_time = ctx.row[spec["timestamp"]["column"]]
+    try:
+        ts = parse_time(raw_time, spec["timestamp"]["format"])
+    except (TypeError, ValueError):
+        raise MappingError(
+            f"timestamp {raw_time!r} does not match the format {spec['timestamp']['format']!r}"
+        ) from None
+    stamp = ts.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "event_id": evaluate(spec["event_id"], ctx),
+        "event_type": etype,
+        "schema_version": "1.0",
+        "occurred_at": stamp,
+        "sent_at": stamp,
+        "received_at": stamp,
+        **evaluate(spec.get("common", {}), ctx),
+        **evaluate(spec["events"][etype], ctx),
+    }
