@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import dagster as dg
 import polars as pl
 
+from shoplake.platform.kafka import KafkaUnavailable
+from shoplake.settings import ConfigError
+
 # IO-bound assets (Kafka, databases, files) retry with exponential backoff and full jitter.
 IO_RETRY = dg.RetryPolicy(
     max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.FULL
 )
+# Errors a retry cannot fix: a missing broker or database, a wrong setting.
+NOT_RETRYABLE = (ConfigError, KafkaUnavailable, FileNotFoundError)
+
+
+@contextmanager
+def fail_without_retry() -> Iterator[None]:
+    """Turns an error a retry cannot fix into a Dagster failure that is not retried, whose
+    description is the error's own message (which says what to run)."""
+    try:
+        yield
+    except NOT_RETRYABLE as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from exc
+
 
 _POLARS_TO_TYPE = {
     pl.String: "string", pl.Int32: "int", pl.Int64: "bigint", pl.Float64: "double", pl.Boolean: "boolean",

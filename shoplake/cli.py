@@ -11,21 +11,53 @@ from rich.console import Console
 from rich.table import Table
 
 from shoplake import clock
+from shoplake.days import last_closed_day
 from shoplake.settings import ConfigError, get_settings
 
 console = Console()
+BROKER_CHECK_S = 10  # how long a command waits for Kafka before it says how to start it
 
 
 def _fail(exc: Exception) -> None:
-    console.print(f"[bold red]error:[/] {exc}")
+    """One line that says what is wrong and what to do; the traceback only with --debug."""
+    if _debug():
+        raise exc
+    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
     sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def _debug() -> bool:
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx and ctx.find_root().params.get("debug"))
+
+
+class _Commands(click.Group):
+    """Every command ends in one line on an error, unless --debug asks for the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            sys.exit(130)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            name = "" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: "
+            console.print(f"[bold red]error:[/] {name}{exc}", soft_wrap=True)
+            console.print("(run with 'shoplake --debug ...' for the traceback)", style="dim")
+            sys.exit(1)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="shoplake", message="shoplake %(version)s")
+@click.option("--debug", is_flag=True, help="Show the traceback of an error.")
+def main(debug: bool) -> None:
     """shoplake: e-commerce behaviour data from collector to Kafka to a Dagster lake.
 
-    Settings come from SHOPLAKE_* environment variables (see shoplake/settings.py).
+    Settings come from SHOPLAKE_* environment variables (see shoplake/settings.py and the
+    README's settings table).
     """
 
 
@@ -250,7 +282,8 @@ def contracts_list() -> None:
     "--start",
     type=click.DateTime(["%Y-%m-%d"]),
     default=None,
-    help="First day (UTC), YYYY-MM-DD. Default: yesterday.",
+    help="First day (UTC), YYYY-MM-DD. Default: the days end yesterday, the last closed day "
+    "(with --live: today).",
 )
 @click.option("--users", default=2000, show_default=True, help="Size of the user population.")
 @click.option("--products", default=500, show_default=True, help="Size of the catalog.")
@@ -276,7 +309,10 @@ def contracts_list() -> None:
     "--faults",
     default="default",
     show_default=True,
-    help="'default', 'none', or overrides like 'duplicate=0.01,late=0'.",
+    help="'default', 'none', or overrides like 'duplicate=0.01,late=0'. Kinds: malformed_json, "
+    "oversize, missing_field, wrong_type (sent to the DLQ); duplicate, late, future, bot_burst "
+    "(accepted); traffic_spike (x normal in one 10-minute window), revenue_drop (purchase factor "
+    "in one hour).",
 )
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="Output folder for --to files."
@@ -300,13 +336,17 @@ def simulate(target, days, start, users, products, sessions_per_user, seed, rate
     from shoplake.simulator import simulate as run
 
     settings = get_settings()
-    first = (
-        start.date() if start else (clock.today() if live else clock.today() - timedelta(days=1))
-    )
+    if start:
+        first = start.date()
+    elif live:
+        first = clock.today()
+    else:
+        first = last_closed_day(clock.today()) - timedelta(days=days - 1)
     try:
         config = SimConfig(start=first, days=days, users=users, products=products, seed=seed,
                            sessions_per_user=sessions_per_user, faults=FaultRates.parse(faults), rate=rate, live=live)  # fmt: skip
         sink = _make_sink(settings, target, out, batch_size, concurrency, replay=not live)
+        # after the sink: no shop database is written when nothing can be sent
         db = _make_shopdb(settings) if shopdb else None
         report = run(config, sink, db)
     except Exception as exc:
@@ -327,9 +367,11 @@ def _make_sink(
 
         wait_for_broker(settings.bootstrap_servers, timeout=10)
         return KafkaSink(Ingestor.from_settings(settings), settings.bootstrap_servers)
-    return HttpSink(
+    sink = HttpSink(
         settings.collector_url, settings.client_key(replay), batch_size, concurrency, replay=replay
     )
+    sink.check()
+    return sink
 
 
 def _make_shopdb(settings):
@@ -384,8 +426,14 @@ def import_(source: Path, mapping: str) -> None:
     days = sorted(report.days)
     table.add_row("days", f"{len(days)} ({days[0]} .. {days[-1]})" if days else "0")
     console.print(table)
-    if days:
-        console.print(f"next: shoplake materialize {days[0]} {days[-1]} --no-kafka", soft_wrap=True)
+    if report.rejected:
+        console.print(f"rejected rows are in {report.rejects_at}, with their reasons; the most "
+                      "common:", soft_wrap=True)  # fmt: skip
+        for reason, n in report.rejected.most_common(3):
+            console.print(f"  {reason} ({n}): {report.examples[reason]}", soft_wrap=True)
+    if not report.landed:
+        _fail(ValueError("nothing was landed: every row was rejected or skipped (see above)"))
+    console.print(f"next: shoplake materialize {days[0]} {days[-1]} --no-kafka", soft_wrap=True)
 
 
 # -- materialize ---------------------------------------------------------------------------------
@@ -402,7 +450,13 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
     The run is recorded in the instance under SHOPLAKE_HOME/dagster (or DAGSTER_HOME), so
     'dagster dev' shows it. Dagster's output goes to SHOPLAKE_HOME/run/materialize.log.
     """
-    from shoplake.materialize import Materialization, materialize, run_env, without_kafka
+    from shoplake.materialize import (
+        Materialization,
+        materialize,
+        run_env,
+        summarize,
+        without_kafka,
+    )
 
     settings = get_settings()
     first, last = first.date(), (last or first).date()
@@ -410,6 +464,10 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
         _fail(ValueError(f"LAST ({last}) is before FIRST ({first}): give the days in order"))
     if no_kafka:
         selection = without_kafka(selection)
+    elif selection == "*":  # bronze reads Kafka: say so now, not after Dagster has started
+        from shoplake.platform.kafka import wait_for_broker
+
+        wait_for_broker(settings.bootstrap_servers, timeout=BROKER_CHECK_S)
     log = settings.home / "run" / "materialize.log"
     env = run_env(settings, first)
     if first < settings.partitions_start:
@@ -419,29 +477,48 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
     console.print(f"materializing {first}..{last} through Dagster (log {log}) ...")
     with console.status("Dagster: bronze -> silver -> gold ..."):
         code = materialize(Materialization(first, last, selection), env, log)
+    summary = summarize(Path(env["DAGSTER_HOME"]))
+    if summary is not None:
+        print_run_summary(summary)
     if code != 0:
-        from shoplake.platform.process import tail
+        _fail(RuntimeError(f"the Dagster run failed; Dagster's output is in {log}"))
+    console.print(f"[green]done:[/] {first}..{last} (DAGSTER_HOME={env['DAGSTER_HOME']}; "
+                  "'dagster dev' shows the run)", soft_wrap=True)  # fmt: skip
 
-        console.print(tail(log, 30))
-        _fail(RuntimeError(f"the Dagster run failed; the whole log is in {log}"))
-    console.print(
-        f"[green]done:[/] {first}..{last} materialized (DAGSTER_HOME={env['DAGSTER_HOME']})"
-    )
+
+def print_run_summary(summary) -> None:
+    table = Table("asset", "rows", "checks passed", "checks failed", "error",
+                  title=f"run {summary.run_id[:8]}: {summary.status}")  # fmt: skip
+    for name, outcome in sorted(summary.assets.items()):
+        table.add_row(
+            name,
+            "" if outcome.rows is None else f"{outcome.rows:,}",
+            str(outcome.checks_passed),
+            ", ".join(outcome.checks_failed) or "",
+            outcome.failed or "",
+        )
+    console.print(table)
+    if summary.first_error:
+        console.print(f"[bold]first problem:[/] {summary.first_error}", soft_wrap=True)
 
 
 # -- collector -----------------------------------------------------------------------------------
 @main.command()
 @click.option("--host", default=None, help="Bind address (default SHOPLAKE_COLLECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default SHOPLAKE_COLLECTOR_PORT).")
-@click.option("--log-level", default="warning", show_default=True)
+@click.option("--log-level", default="warning", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]))  # fmt: skip
 @click.option("--workers", default=1, show_default=True,
               help="Worker processes (rate limits are then per process).")  # fmt: skip
 def collector(host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Run the HTTP collector in the foreground: POST /v1/events, GET /healthz, GET /metrics."""
     from shoplake.collector.server import serve
+    from shoplake.platform.kafka import wait_for_broker
 
     settings = get_settings()
     host, port = host or settings.collector_host, port or settings.collector_port
+    # Refuse to start without a broker: every request would wait and then answer 503.
+    wait_for_broker(settings.bootstrap_servers, timeout=BROKER_CHECK_S)
     console.print(
         f"collector on http://{host}:{port} -> Kafka {settings.bootstrap_servers} ({workers} worker(s))"
     )
@@ -484,8 +561,11 @@ def stream(workers, processes, process_id, addresses, recovery_dir, recovery_par
     sessions and alerts also go to their Kafka topics. Other settings: SHOPLAKE_STREAM_* (see
     streaming/config.py).
     """
+    from shoplake.platform.kafka import wait_for_broker
     from streaming.config import recovery_dir as default_recovery_dir
     from streaming.launch import Launch, reset_recovery, run
+
+    wait_for_broker(get_settings().bootstrap_servers, timeout=BROKER_CHECK_S)
 
     if (process_id is None) != (addresses is None):
         _fail(

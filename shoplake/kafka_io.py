@@ -4,6 +4,8 @@ answer only once every message of a request has been acknowledged (or has defini
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -26,11 +28,41 @@ class Message:
     headers: list[tuple[str, bytes]] | None = None
 
 
+class _OncePerCause(logging.Filter):
+    """Passes a Kafka client log line once per cause (the text without numbers) a minute: a
+    broker that is down makes librdkafka say "Connection refused" several times a second."""
+
+    def __init__(self, every_s: float = 60.0):
+        super().__init__()
+        self.every_s = every_s
+        self.seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cause = re.sub(r"\d+", "#", record.getMessage())
+        now = time.monotonic()
+        if now - self.seen.get(cause, -self.every_s) < self.every_s:
+            return False
+        if len(self.seen) > 1000:
+            self.seen.clear()
+        self.seen[cause] = now
+        return True
+
+
+KAFKA_LOG = logging.getLogger("shoplake.kafka")
+KAFKA_LOG.addFilter(_OncePerCause())
+
+
+def client_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """The settings every Kafka client of shoplake shares: its bootstrap servers and a log that
+    reports each cause once a minute instead of every reconnect."""
+    return {"bootstrap.servers": bootstrap, "logger": KAFKA_LOG, **extra}
+
+
 def producer_config(
     bootstrap: str, delivery_timeout_ms: int = 10_000, **extra: Any
 ) -> dict[str, Any]:
     conf: dict[str, Any] = {
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 5,

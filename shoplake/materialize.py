@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -75,3 +75,69 @@ def materialize(run: Materialization, env: dict[str, str], log: Path, timeout: f
         proc = subprocess.run(run.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
                               cwd=REPO_ROOT, timeout=timeout)  # fmt: skip
     return proc.returncode
+
+
+@dataclass
+class AssetOutcome:
+    rows: int | None = None
+    checks_passed: int = 0
+    checks_failed: list[str] = field(default_factory=list)
+    failed: str | None = None  # the step's error, when it failed
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    status: str
+    assets: dict[str, AssetOutcome]
+    first_error: str | None
+
+
+def summarize(dagster_home: Path) -> RunSummary | None:
+    """What the newest run of the instance at ``dagster_home`` did, per asset: rows written,
+    checks passed and failed, and the first error (its message says how to fix it)."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        runs = instance.get_runs(limit=1)
+        if not runs:
+            return None
+        run = runs[0]
+        kinds = {
+            dg.DagsterEventType.ASSET_MATERIALIZATION,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+            dg.DagsterEventType.STEP_FAILURE,
+        }
+        assets: dict[str, AssetOutcome] = {}
+        first_error = None
+        for entry in instance.all_logs(run.run_id, of_type=kinds):
+            event = entry.dagster_event
+            if event is None:
+                continue
+            if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+                m = event.event_specific_data.materialization
+                outcome = assets.setdefault(m.asset_key.to_user_string(), AssetOutcome())
+                rows = m.metadata.get("dagster/row_count")
+                if rows is not None:
+                    outcome.rows = (outcome.rows or 0) + int(rows.value)
+            elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                check = event.event_specific_data
+                outcome = assets.setdefault(check.asset_key.to_user_string(), AssetOutcome())
+                if check.passed:
+                    outcome.checks_passed += 1
+                else:
+                    outcome.checks_failed.append(check.check_name)
+                    first_error = (
+                        first_error
+                        or f"check {check.check_name} failed on {check.asset_key.to_user_string()}"
+                    )
+            else:
+                message = event.step_failure_data.error.message.strip().splitlines()[0]
+                outcome = assets.setdefault(event.step_key or "?", AssetOutcome())
+                outcome.failed = message
+                first_error = (
+                    message
+                    if first_error is None or first_error.startswith("check")
+                    else first_error
+                )
+        return RunSummary(run.run_id, run.status.value, assets, first_error)

@@ -134,6 +134,28 @@ def _get(name: str, env: dict[str, str]) -> str | None:
     return value
 
 
+MIN_PROD_KEY_BYTES = 32
+
+
+def _check_prod_secrets(pii_key: str | None, write_keys: str | None) -> None:
+    """Every problem with prod's secrets at once, so one restart fixes them all."""
+    problems = []
+    if pii_key is None:
+        problems.append(
+            f"SHOPLAKE_PII_KEY is not set: export SHOPLAKE_PII_KEY=<{MIN_PROD_KEY_BYTES}+ random "
+            "bytes from your secret store>"
+        )
+    elif len(pii_key.encode()) < MIN_PROD_KEY_BYTES:
+        problems.append(
+            f"SHOPLAKE_PII_KEY is {len(pii_key.encode())} bytes: give {MIN_PROD_KEY_BYTES} or more "
+            "(for example: openssl rand -base64 48)"
+        )
+    if write_keys is None or not write_keys.strip(" ,"):
+        problems.append("SHOPLAKE_WRITE_KEYS is not set: give a comma-separated list")
+    if problems:
+        raise ConfigError("SHOPLAKE_ENV=prod: " + "; ".join(problems))
+
+
 def _date(name: str, env: dict[str, str]) -> date:
     raw = _get(name, env) or ""
     try:
@@ -177,22 +199,15 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
     home = Path(_get("SHOPLAKE_HOME", env) or REPO_ROOT / ".shoplake").resolve()
 
     pii_key = _get("SHOPLAKE_PII_KEY", env)
-    if pii_key is None:
-        if name == "prod":
-            raise ConfigError(
-                "SHOPLAKE_PII_KEY is not set. In prod the pseudonymization key must come from "
-                "your secret store: export SHOPLAKE_PII_KEY=<32+ random bytes>."
-            )
-        pii_key = DEV_PII_KEY
+    raw_keys = _get("SHOPLAKE_WRITE_KEYS", env)
+    if name == "prod":
+        _check_prod_secrets(pii_key, raw_keys)
+    pii_key = pii_key or DEV_PII_KEY
+    raw_keys = raw_keys or DEV_WRITE_KEY
     key_id = _get("SHOPLAKE_PII_KEY_ID", env) or (
         "k" + hashlib.sha256(b"shoplake-key-id:" + pii_key.encode()).hexdigest()[:8]
     )
 
-    raw_keys = _get("SHOPLAKE_WRITE_KEYS", env)
-    if raw_keys is None:
-        if name == "prod":
-            raise ConfigError("SHOPLAKE_WRITE_KEYS is not set: give a comma-separated list.")
-        raw_keys = DEV_WRITE_KEY
     write_keys = tuple(k.strip() for k in raw_keys.split(",") if k.strip())
     if not write_keys:
         raise ConfigError("SHOPLAKE_WRITE_KEYS is empty: give at least one write key.")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
+from shoplake.kafka_io import client_config
+
 INPUT_STEP = "shoplake_speed.read_records"
 
 
@@ -68,7 +70,7 @@ def consumer_lag(
     bootstrap: str, offsets: dict[tuple[str, int], int], timeout: float = 10
 ) -> dict[tuple[str, int], int]:
     """``{(topic, partition): high watermark - committed offset}`` for the given offsets."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "shoplake-stream-lag"})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "shoplake-stream-lag"}))
     try:
         return {
             (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)[1]

@@ -19,6 +19,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from prometheus_client import start_http_server
 
+from shoplake.kafka_io import client_config
 from shoplake.platform.kafka import wait_for_broker
 from streaming import prom
 from streaming.config import RuntimeConfig, runtime_from_env
@@ -30,7 +31,7 @@ log = logging.getLogger("shoplake.stream")
 
 
 def partition_counts(bootstrap: str, topics: tuple[str, ...]) -> dict[str, int]:
-    md = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10)
+    md = AdminClient(client_config(bootstrap)).list_topics(timeout=10)
     missing = [t for t in topics if t not in md.topics or md.topics[t].error is not None]
     if missing:
         raise RuntimeError(
@@ -73,7 +74,7 @@ def make_flow(runtime: RuntimeConfig):
 
 def _watch_lag(bootstrap: str, every: float = 15.0) -> None:
     """Sets the consumer-lag gauge from the broker's high watermarks and the decode positions."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "shoplake-stream-lag"})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "shoplake-stream-lag"}))
     while True:
         for (topic, partition), position in list(prom.positions.items()):
             try:

@@ -26,6 +26,14 @@ def test_prod_requires_secrets_and_says_which():
         get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_WRITE_KEYS": "a"})
     with pytest.raises(ConfigError, match="SHOPLAKE_WRITE_KEYS"):
         get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32})
+    # every missing secret in one message, so one restart fixes them all
+    with pytest.raises(ConfigError) as both:
+        get_settings({"SHOPLAKE_ENV": "prod"})
+    assert "SHOPLAKE_PII_KEY" in str(both.value) and "SHOPLAKE_WRITE_KEYS" in str(both.value)
+    with pytest.raises(ConfigError, match="1 bytes: give 32 or more"):
+        get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x", "SHOPLAKE_WRITE_KEYS": "a"})
+    assert get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32,
+                         "SHOPLAKE_WRITE_KEYS": "a"}).replay_keys == ()  # fmt: skip
     s = get_settings(
         {"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32, "SHOPLAKE_WRITE_KEYS": "a, b"}
     )

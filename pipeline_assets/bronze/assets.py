@@ -10,9 +10,16 @@ from pipeline_assets.bronze.kafka_day import extract_day
 from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table, table_schema
 from pipeline_assets.lakeio import LakePath, stored_days, write_partition
 from pipeline_assets.partitions import daily_partitions
-from pipeline_assets.policies import IO_RETRY, column_schema, partition_days, partition_metadata
+from pipeline_assets.policies import (
+    IO_RETRY,
+    column_schema,
+    fail_without_retry,
+    partition_days,
+    partition_metadata,
+)
 from pipeline_assets.sources.kafka_topics import topic_key
 from resources import KafkaResource, LakeResource, PIIResource, ShopDBResource
+from shoplake.platform.kafka import wait_for_broker
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 
 
@@ -34,6 +41,8 @@ def _kafka_day_asset(name: str, topic: str, dlq: bool, description: str) -> dg.A
         per_day: dict[str, Any] = {}
         total = nbytes = 0
         frame = None
+        with fail_without_retry():
+            wait_for_broker(kafka.bootstrap_servers, timeout=15)
         for day in partition_days(context):
             extract = extract_day(kafka.bootstrap_servers, topic, day, dlq=dlq)
             written = write_partition(table_dir, day, extract.frame, extract.manifest)

@@ -24,6 +24,7 @@ import polars as pl
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
 from shoplake import clock
+from shoplake.kafka_io import client_config
 
 BRONZE_SCHEMA = {
     "kafka_partition": pl.Int32,
@@ -63,7 +64,7 @@ def day_bounds_ms(day: date) -> tuple[int, int]:
 
 def _consumer(bootstrap: str) -> Consumer:
     return Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap),
         "group.id": f"shoplake-bronze-{uuid.uuid4().hex}",  # offsets are never committed
         "enable.auto.commit": False,
         "enable.partition.eof": False,
@@ -89,7 +90,7 @@ def _first_timestamp(consumer: Consumer, tp: TopicPartition, timeout: float) -> 
 def _retention_ms(bootstrap: str, topic: str, timeout: float) -> int:
     from confluent_kafka.admin import AdminClient, ConfigResource
 
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     res = ConfigResource(ConfigResource.Type.TOPIC, topic)
     configs = admin.describe_configs([res], request_timeout=timeout)[res].result(timeout=timeout)
     return int(configs["retention.ms"].value)

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pipeline_assets.lakeio import LakePath, read_partition, stored_days, write_partition
 from shoplake import clock
 from shoplake.ingest import Accepted, DlqRecord, Ingestor
-from shoplake.kafka_io import KafkaWriter, Message
+from shoplake.kafka_io import KafkaWriter, Message, client_config
 from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 
 MAX_ATTEMPTS = 5
@@ -44,8 +44,10 @@ class RetryReport:
 
 def read_dlq(bootstrap: str, topic: str = DLQ_TOPIC, timeout: float = 30) -> list[DlqRecord]:
     """Every record the DLQ holds now (assign + seek; no consumer-group state)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"shoplake-dlq-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+    group = f"shoplake-dlq-{uuid.uuid4().hex}"
+    consumer = Consumer(
+        client_config(bootstrap, **{"group.id": group, "enable.auto.commit": False})
+    )
     try:
         parts = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
         ends, assign = {}, []
@@ -140,7 +142,7 @@ def retry_dlq(
 
 def dlq_size(bootstrap: str, topic: str = DLQ_TOPIC, timeout: float = 10) -> int:
     """Records the DLQ has received in all (sum of high watermarks)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "shoplake-dlq-size"})
+    consumer = Consumer(client_config(bootstrap, **{"group.id": "shoplake-dlq-size"}))
     try:
         parts = consumer.list_topics(topic, timeout=timeout).topics[topic].partitions
         return sum(

@@ -11,6 +11,7 @@ Layout under ``SHOPLAKE_HOME``::
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import shutil
 import subprocess
@@ -31,6 +32,9 @@ from shoplake.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 MARKER = "kafka.Kafka"
+
+
+log = logging.getLogger("shoplake.kafka")
 
 
 class KafkaUnavailable(RuntimeError):
@@ -271,8 +275,9 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0, pid: int | None = Non
         except Exception as exc:  # KafkaException while the broker boots
             last = str(exc)
         time.sleep(0.3)
+    log.debug("no broker at %s: %s", bootstrap, last)
     raise KafkaUnavailable(
-        f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s ({last}). "
+        f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s. "
         "Start one with 'shoplake kafka start' or set SHOPLAKE_KAFKA_BOOTSTRAP."
     )
 

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from shoplake.kafka_io import client_config
+
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 EVENTS_TOPIC = "shop.events"
 DLQ_TOPIC = "shop.events.dlq"
@@ -71,7 +73,7 @@ def ensure_topics(
     )
 
     specs = load_topics() if specs is None else specs
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(client_config(bootstrap))
     existing = admin.list_topics(timeout=timeout).topics
     changes: list[str] = []
 

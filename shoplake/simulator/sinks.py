@@ -137,18 +137,31 @@ class HttpSink(Sink):
     """
 
     def __init__(self, url: str, write_key: str, batch_size: int = 100, concurrency: int = 4,
-                 replay: bool = True, max_attempts: int = 12):  # fmt: skip
+                 replay: bool = True, max_attempts: int = 12, unreachable_after: float = 30.0):  # fmt: skip
         super().__init__()
-        self.url = url.rstrip("/") + "/v1/events"
+        self.base = url.rstrip("/")
+        self.url = self.base + "/v1/events"
         self.headers = {"X-Write-Key": write_key, "Content-Type": "application/json"}
         if replay:
             self.headers[REPLAY_HEADER] = "1"
         self.replay = replay
         self.batch_size = batch_size
         self.max_attempts = max_attempts
+        self.unreachable_after = unreachable_after  # seconds of connection errors before giving up
         self.client = httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency))
         self.pool = ThreadPoolExecutor(max_workers=concurrency)
         self.retries = 0
+        self.failed: SinkError | None = None  # the first batch that could not be delivered
+
+    def check(self, timeout: float = 5.0) -> None:
+        """Fail at once, with the fix, when no collector answers (before anything is generated)."""
+        try:
+            self.client.get(self.base + "/livez", timeout=timeout)
+        except httpx.TransportError:
+            raise SinkError(
+                f"no collector answered at {self.base}: start one with 'shoplake collector' "
+                "(it needs Kafka: 'shoplake kafka start'), or set SHOPLAKE_COLLECTOR_URL"
+            ) from None
 
     def _bodies(self, records: Sequence[Record]) -> Iterator[tuple[bytes, float]]:
         """(body, receive time of its last record): malformed records go alone, the rest batched."""
@@ -173,13 +186,20 @@ class HttpSink(Sink):
                 REPLAY_TIME_HEADER: datetime.fromtimestamp(received, UTC).isoformat(),
             }
         delay = 0.2
+        unreachable_since = None
         for attempt in range(1, self.max_attempts + 1):
+            if self.failed is not None:
+                raise self.failed  # another batch already gave up: stop, do not keep retrying
             sending = body if self.replay else restamp_sent_at(body, time.monotonic() - ready)
             try:
                 resp = self.client.post(self.url, content=sending, headers=headers)
             except httpx.TransportError as exc:
                 status, retry_after, detail = None, None, str(exc)
+                unreachable_since = unreachable_since or time.monotonic()
+                if time.monotonic() - unreachable_since > self.unreachable_after:
+                    break
             else:
+                unreachable_since = None
                 status, retry_after, detail = (
                     resp.status_code,
                     resp.headers.get("retry-after"),
@@ -187,16 +207,25 @@ class HttpSink(Sink):
                 )
                 if status in (200, 207, 400, 413):
                     return {"status": status, **resp.json()}
-                if status == 401:
-                    raise SinkError(f"collector refused the write key (401): {detail}")
+                if status in (401, 403):
+                    error = SinkError(f"the collector refused the key ({status}): {detail}")
+                    raise self._give_up(error)
             if attempt == self.max_attempts:
                 break
             self.retries += 1
             wait = float(retry_after) if retry_after else delay
-            time.sleep(wait + random.uniform(0, delay))  # jitter
+            time.sleep(min(wait + random.uniform(0, delay), 10.0))  # jitter
             delay = min(delay * 2, 10.0)
-        raise SinkError(f"collector at {self.url} did not accept a batch after {self.max_attempts} attempts "
-                        f"(last: {status} {detail}). Is it running? Start it with 'shoplake collector'.")  # fmt: skip
+        last = f"{status} {detail[:200]}" if status else "no connection"
+        error = SinkError(
+            f"the collector at {self.base} did not accept a batch (last answer: {last}). "
+            "Is it running? Start it with 'shoplake collector'."
+        )
+        raise self._give_up(error)
+
+    def _give_up(self, error: SinkError) -> SinkError:
+        self.failed = self.failed or error
+        return self.failed
 
     def write(self, records: Sequence[Record]) -> None:
         ready = time.monotonic()
