@@ -497,7 +497,7 @@ def print_run_summary(summary) -> None:
             ", ".join(outcome.checks_failed) or "",
             outcome.failed or "",
         )
-    console.print(table)
+    console.print(table, width=max(console.width, 160))  # whole asset and check names
     if summary.first_error:
         console.print(f"[bold]first problem:[/] {summary.first_error}", soft_wrap=True)
 

@@ -94,3 +94,13 @@ def test_a_day_silver_has_not_built_warns_with_the_fix(lake_and_warehouse):
     result = reconcile_day(lake, warehouse, D)
     assert not result.passed and result.severity == dg.AssetCheckSeverity.WARN
     assert f"shoplake materialize {D}" in (result.description or "")
+
+
+def test_a_lake_the_speed_layer_never_wrote_to_has_nothing_to_reconcile(lake_and_warehouse):
+    """A shop without the stream (a batch-only or import-only lake) does not get a warning on
+    every day; a stream that ran and missed the day does (the test above)."""
+    lake, warehouse = lake_and_warehouse
+    silver_read(lake, [D, NEXT])
+    result = reconcile_day(lake, warehouse, D)
+    assert result.passed and "never run" in result.metadata["speed_layer"].value
+    assert "shoplake stream" in (result.description or "")
