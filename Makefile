@@ -10,7 +10,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 .PHONY: help setup system-deps demo test lint format schemas clean
 
 help:
-	@echo "make demo   - install, start local Kafka + collector, simulate a day of traffic"
+	@echo "make demo   - install, start Kafka, the collector and the speed layer, simulate a week of traffic, backfill the lake, serve the UIs"
 	@echo "make test   - install, provision Kafka and Postgres, run the test suite"
 	@echo "make lint   - ruff check + format check"
 

@@ -12,9 +12,10 @@ from rich.table import Table
 
 from shoplake import clock
 from shoplake.days import last_closed_day
-from shoplake.settings import ConfigError, get_settings
+from shoplake.settings import REPO_ROOT, ConfigError, get_settings
 
 console = Console()
+DBT_DIR = REPO_ROOT / "dbt_project"
 BROKER_CHECK_S = 10  # how long a command waits for Kafka before it says how to start it
 
 
@@ -500,6 +501,30 @@ def print_run_summary(summary) -> None:
     console.print(table, width=max(console.width, 160))  # whole asset and check names
     if summary.first_error:
         console.print(f"[bold]first problem:[/] {summary.first_error}", soft_wrap=True)
+
+
+# -- dbt ---------------------------------------------------------------------------------------
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("dbt_args", nargs=-1, type=click.UNPROCESSED)
+def dbt(dbt_args: tuple[str, ...]) -> None:
+    """Run dbt by hand on this home's warehouse and lake: shoplake dbt build --select fct_orders.
+
+    It runs the venv's dbt in dbt_project/ with what Dagster gives it: the warehouse
+    (SHOPLAKE_HOME/warehouse.duckdb, or SHOPLAKE_WAREHOUSE_DSN) and the lake root. Models read a
+    partition window: pass --vars '{"min_date": "YYYY-MM-DD", "max_date": "YYYY-MM-DD"}'.
+    """
+    import os
+    import subprocess
+
+    from resources import resources_for
+
+    settings = get_settings()
+    resources = resources_for(settings)
+    env = dict(os.environ) | resources["warehouse"].dbt_env() | resources["lake"].dbt_env()
+    env["SHOPLAKE_LAKE_ROOT"] = settings.lake_root
+    executable = Path(sys.executable).with_name("dbt")
+    cmd = [str(executable) if executable.exists() else "dbt", *dbt_args]
+    sys.exit(subprocess.run(cmd, cwd=DBT_DIR, env=env).returncode)
 
 
 # -- collector -----------------------------------------------------------------------------------
