@@ -11,6 +11,7 @@ from bytewax.connectors.kafka import KafkaError
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
+from shoplake import clock
 from shoplake.ingest import DlqRecord, Ingestor
 from shoplake.pii import Pseudonymizer
 from shoplake.simulator import FaultRates, SimConfig, simulate
@@ -491,6 +492,31 @@ def test_timestamps_are_utc_and_windows_aligned():
     assert {k[1] for k in run.rows("window_metrics")} == {T0 + timedelta(seconds=10), T0}
 
 
+def test_the_reference_shares_no_rule_with_the_flow():
+    """The reference is an oracle only if it computes the outputs with its own code: a rule it
+    imported from the flow would be wrong on both sides, and the comparison could not tell."""
+    import ast
+    from pathlib import Path
+
+    rule_modules = {"alerts", "sessions", "live_metrics", "products", "daily", "dedupe"}
+    forbidden = {f"streaming.{m}" for m in rule_modules}
+    event_rules = {"decode_message", "LiveEvent", "Reject"}
+    tree = ast.parse(Path(reference.__file__).read_text())
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name in forbidden]
+        elif isinstance(node, ast.ImportFrom):
+            module, names = node.module or "", {a.name for a in node.names}
+            if module in forbidden:
+                found.append(module)
+            elif module == "streaming":  # from streaming import alerts
+                found += [f"streaming.{n}" for n in names & rule_modules]
+            elif module == "streaming.events":
+                found += [f"streaming.events.{n}" for n in names & (event_rules | {"*"})]
+    assert found == [], f"streaming/reference.py imports the flow's rules: {found}"
+
+
 # -- live mode: idle shards and stragglers ---------------------------------------------------------
 def test_a_live_merge_stops_waiting_for_idle_shards_and_corrects_stragglers():
     from streaming.live_metrics import finish_metrics, merge_metrics
@@ -525,6 +551,7 @@ def test_an_idle_shard_advances_its_watermark_with_the_wall_clock(monkeypatch):
 
     wall = [T0.timestamp()]
     monkeypatch.setattr(time_module, "time", lambda: wall[0])
+    monkeypatch.delenv(clock.ENV, raising=False)  # the wall clock above is the shoplake clock
     config = StreamConfig(
         idle_advance=True, idle_timeout=timedelta(seconds=30), lateness=timedelta(seconds=10)
     )
@@ -550,6 +577,7 @@ def test_an_idle_shard_of_the_visitor_alerts_advances_after_the_idle_timeout(mon
 
     wall = [T0.timestamp()]
     monkeypatch.setattr(time_module, "time", lambda: wall[0])
+    monkeypatch.delenv(clock.ENV, raising=False)  # the wall clock above is the shoplake clock
     config = StreamConfig(idle_advance=True, idle_timeout=timedelta(seconds=30))
     logic = VisitorAlertsLogic(config, None)
     item = decode_message(message(event("page_view", "v", T0), partition=0), 8, DLQ_TOPIC)
