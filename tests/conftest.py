@@ -30,9 +30,12 @@ KEPT_FROM_SHELL = {"SHOPLAKE_DATASETS", clock.ENV}
 for _name in [n for n in os.environ if n.startswith(("SHOPLAKE_", "DAGSTER_"))]:
     if _name not in KEPT_FROM_SHELL:
         del os.environ[_name]
-# One timeline for the whole session and every process it starts (SHOPLAKE_CLOCK moves it).
-if os.environ.get(clock.ENV):
-    os.environ[clock.ENV] = clock.env_value()
+# The same data on every day: the session runs on a fixed date (SHOPLAKE_CLOCK moves it, as CI
+# does for month and year ends), on one timeline shared with every process it starts. The local
+# brokers it starts neither delete nor refuse records by their own (real) clock.
+SESSION_CLOCK = "2026-06-15T12:00:00+00:00"
+os.environ.setdefault(clock.ENV, SESSION_CLOCK)
+os.environ[clock.ENV] = clock.env_value()
 TODAY = clock.today()
 # The end-to-end test's first day: recent enough for Kafka's 7-day retention.
 E2E_D0 = TODAY - timedelta(days=5)
@@ -79,14 +82,19 @@ def kafka_bootstrap(kafka_broker: LocalKafka) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPostgres]:
     pg = LocalPostgres(home=tmp_path_factory.mktemp("pg"))
     try:
         pg.start()
     except Exception as exc:
         unavailable("PostgreSQL", exc)
-    yield pg.dsn
+    yield pg
     pg.destroy()
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_cluster: LocalPostgres) -> str:
+    return pg_cluster.dsn
 
 
 @pytest.fixture
@@ -102,8 +110,20 @@ def fresh_pg_db(pg_dsn: str) -> Iterator[str]:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a process a test starts: no shell settings, the session's clock."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SHOPLAKE_", "DAGSTER_", "BYTEWAX_"))
+    }
+    env[clock.ENV] = os.environ[clock.ENV]
+    env.update(extra)
+    return env
+
+
 def collector_env(home: Path, bootstrap: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPLAKE_")}
+    env = clean_env()
     env.update(
         SHOPLAKE_ENV="ci",
         SHOPLAKE_HOME=str(home),

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ from hypothesis import strategies as st
 from tests.kafka_util import consume_all
 
 KEYS = {"good": "test-key", "other": "second-key"}
+_NOT_PERSONAL = re.compile(
+    rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|h:[0-9a-f]{64}"
+    rb"|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:\d{2})?"
+)
 EVENT_TYPES = ("page_view", "product_view", "search", "login", "purchase")
 
 emails = st.builds(
@@ -234,6 +239,8 @@ def verify(bootstrap: str, ledger: Ledger) -> list[str]:
     if missing_ids := ledger.rejected_ids - dlq_ids:
         problems.append(f"rejected events missing from the DLQ: {sorted(missing_ids)[:5]}")
     blob = b"\n".join([m.value() for m in events + dlq] + [m.key() or b"" for m in events])
+    # Ids, tokens and timestamps are digits too: a generated phone of zeros is "in" an event id.
+    blob = _NOT_PERSONAL.sub(b"", blob)
     leaked = sorted(
         s for s in ledger.secrets if s.encode() in blob or quote(s, safe="").encode() in blob
     )

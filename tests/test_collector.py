@@ -11,8 +11,8 @@ import pytest
 
 from shoplake.ingest import DlqRecord
 from shoplake.simulator import FaultRates, SimConfig, simulate
-from shoplake.simulator.sinks import HttpSink
-from shoplake.simulator.world import Population
+from shoplake.simulator.run import world
+from shoplake.simulator.sinks import HttpSink, MemorySink
 from tests.conftest import REPLAY_DAY, RunningCollector, collector_env, start_broker
 from tests.kafka_util import consume_all
 
@@ -22,11 +22,15 @@ KEY = {"X-Write-Key": "test-key"}
 
 def event(**overrides) -> dict:
     doc = {
-        "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": "1.0",
-        "occurred_at": "2026-11-01T10:00:00Z", "sent_at": "2026-11-01T10:00:01Z",
-        "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}", "context": {"platform": "web", "ip": "81.2.69.142"},
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "schema_version": "1.0",
+        "occurred_at": "2026-11-01T10:00:00Z",
+        "sent_at": "2026-11-01T10:00:01Z",
+        "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}",
+        "context": {"platform": "web", "ip": "81.2.69.142"},
         "page_type": "home",
-    }  # fmt: skip
+    }
     doc.update(overrides)
     return doc
 
@@ -39,7 +43,10 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
     collector: RunningCollector, kafka_bootstrap: str
 ):
     before_events = by_event_id(consume_all(kafka_bootstrap, "shop.events"))
-    before_dlq = len(consume_all(kafka_bootstrap, "shop.events.dlq"))
+    # the DLQ records there before, by identity: a multi-partition read has no stable order
+    before_dlq = {
+        (m.partition(), m.offset()) for m in consume_all(kafka_bootstrap, "shop.events.dlq")
+    }
     rates = FaultRates(
         late=0.0,  # late arrivals would reach into the end-to-end test's days
         malformed_json=0.005,
@@ -62,8 +69,6 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
     # Every accepted event is there exactly once; a duplicate event_id sent twice is there twice.
     sent_valid_ids = Counter()
     # Re-run the same seeded simulation into memory to know exactly what was sent.
-    from shoplake.simulator.sinks import MemorySink
-
     mem = MemorySink()
     simulate(
         SimConfig(start=REPLAY_DAY, days=1, users=800, seed=3, faults=rates),
@@ -83,7 +88,11 @@ def test_simulated_day_lands_exactly_once_and_rejects_land_in_the_dlq(
         assert m.key().decode() == doc["anonymous_id"]
         assert doc["pii_key_id"] and doc["received_at"]
 
-    dlq = consume_all(kafka_bootstrap, "shop.events.dlq")[before_dlq:]
+    dlq = [
+        m
+        for m in consume_all(kafka_bootstrap, "shop.events.dlq")
+        if (m.partition(), m.offset()) not in before_dlq
+    ]
     reasons = Counter(json.loads(m.value())["reason"] for m in dlq)
     assert reasons == report.expected_reasons
     sample = DlqRecord.__annotations__
@@ -98,14 +107,7 @@ def test_no_raw_personal_value_reaches_kafka(collector: RunningCollector, kafka_
     sink = HttpSink(collector.url, "test-replay-key")
     cfg = SimConfig(start=REPLAY_DAY, days=1, users=300, seed=11, faults=rates)
     simulate(cfg, sink, None, show_progress=False)
-    import random
-
-    # Rebuild the same population the simulator used (same seed, same order of draws).
-    from shoplake.simulator.world import Catalog
-
-    rng = random.Random(f"{cfg.seed}:world")
-    Catalog(rng, cfg.products)
-    population = Population(rng, cfg.users, cfg.days)
+    _, population = world(cfg)  # the people the simulation used
     blob = b"\n".join(
         m.value()
         for topic in ("shop.events", "shop.events.dlq")
@@ -119,10 +121,31 @@ def test_no_raw_personal_value_reaches_kafka(collector: RunningCollector, kafka_
         if value.encode() in blob
     ]
     assert leaked == []
+    # Positive control: what the simulator sent did carry them (a check that cannot find them
+    # would pass too).
+    sent = MemorySink()
+    simulate(cfg, sent, None, show_progress=False)
+    raw = b"".join(sent.payloads)
+    assert sum(v.encode() in raw for u in population.users for v in (u.email, u.ip)) > 100
+
+
+def metric(url: str, name: str, labels: str = "") -> float:
+    """A sample of the collector's /metrics (0 when it has none yet)."""
+    for line in httpx.get(url + "/metrics").text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} " if labels else f"{name} "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 def test_http_status_codes_are_exact(collector: RunningCollector, kafka_bootstrap: str):
     url = collector.url + "/v1/events"
+    before = {
+        "401": metric(collector.url, "shoplake_collector_requests_total", 'status="401"'),
+        "malformed": metric(
+            collector.url, "shoplake_collector_events_rejected_total", 'reason="malformed_json"'
+        ),
+        "timed": metric(collector.url, "shoplake_collector_request_duration_seconds_count"),
+    }
     with httpx.Client() as client:
         codes = Counter()
         codes[client.post(url, json=event()).status_code] += 1  # no key
@@ -152,10 +175,17 @@ def test_http_status_codes_are_exact(collector: RunningCollector, kafka_bootstra
         or body["results"][1]["reason"] == "wrong_type"
     )
 
-    metrics = httpx.get(collector.url + "/metrics").text
-    assert 'shoplake_collector_requests_total{status="401"} 2.0' in metrics
-    assert 'shoplake_collector_events_rejected_total{reason="malformed_json"}' in metrics
-    assert "shoplake_collector_request_duration_seconds_bucket" in metrics
+    # the metrics moved by exactly what these requests did
+    assert (
+        metric(collector.url, "shoplake_collector_requests_total", 'status="401"')
+        == before["401"] + 2
+    )
+    malformed = metric(
+        collector.url, "shoplake_collector_events_rejected_total", 'reason="malformed_json"'
+    )
+    assert malformed == before["malformed"] + 1
+    timed = metric(collector.url, "shoplake_collector_request_duration_seconds_count")
+    assert timed == before["timed"] + sum(codes.values())
     assert httpx.get(collector.url + "/healthz").status_code == 200
 
 

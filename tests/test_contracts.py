@@ -15,7 +15,6 @@ from shoplake.contracts.decode import (
 )
 from shoplake.contracts.model import CONTRACTS, Purchase
 from shoplake.contracts.schemas import (
-    SCHEMA_DIR,
     export,
     generate,
     incompatibilities,
@@ -196,7 +195,9 @@ def test_export_refuses_an_incompatible_change(tmp_path, purchase_schema):
     doctored = copy.deepcopy(purchase_schema)
     _props(doctored)["legacy_field"] = {"type": "string"}  # the code no longer has it
     path.write_text(render(doctored))
+    checked_in = schema_path("purchase", 1).read_bytes()
     with pytest.raises(ValueError, match="new major version"):
         export(tmp_path)
     assert len(list(tmp_path.glob("*.json"))) == len(CONTRACTS)
-    assert tmp_path != SCHEMA_DIR
+    assert path.read_text() == render(doctored)  # the refused export left the old file as it was
+    assert schema_path("purchase", 1).read_bytes() == checked_in  # and the repo's schemas alone

@@ -4,7 +4,6 @@ artifacts/screenshots/ (git-ignored)."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import subprocess
@@ -18,7 +17,7 @@ import pytest
 from shoplake.platform.process import free_port
 from shoplake.settings import REPO_ROOT
 from streaming.sinks import read_table
-from tests.conftest import unavailable
+from tests.conftest import clean_env, unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
@@ -90,7 +89,7 @@ def test_demo_once_serves_every_page_and_verifies_its_numbers(tmp_path):
     ports = {k: str(free_port()) for k in ("SHOPLAKE_KAFKA_PORT", "SHOPLAKE_KAFKA_CONTROLLER_PORT",
              "SHOPLAKE_COLLECTOR_PORT", "SHOPLAKE_DAGSTER_PORT", "SHOPLAKE_DASHBOARD_PORT",
              "SHOPLAKE_DAGSTER_EXPORTER_PORT", "SHOPLAKE_STREAM_METRICS_PORT")}  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "DAGSTER_"))}
+    env = clean_env()
     env.update(ports, SHOPLAKE_HOME=str(home), SHOPLAKE_ENV="ci", DEMO_DURATION="180")
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:

@@ -9,7 +9,7 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
-from pipeline_assets.ops.dlq import MAX_ATTEMPTS, dlq_size, load_history, retry_dlq
+from pipeline_assets.ops.dlq import BASE_BACKOFF, MAX_ATTEMPTS, dlq_size, load_history, retry_dlq
 from shoplake import clock
 from shoplake.ingest import Ingestor, Rejected
 from shoplake.kafka_io import KafkaWriter, Message
@@ -61,14 +61,26 @@ def test_retry_replays_what_now_passes_and_backs_off_the_rest(kafka_bootstrap: s
     assert (again.replayed, again.not_due) == (0, 1)  # nothing replayed twice; backoff respected
     assert len(consume_all(kafka_bootstrap, events)) == 1
 
-    t = t0
-    for _ in range(MAX_ATTEMPTS):
-        t += timedelta(days=2)
-        retry_dlq(kafka_bootstrap, ingestor, history, t, dlq, events)
+    # The broken record is retried exactly on its backoff schedule: 15 min x 2^(n-1) after the
+    # n-th attempt, never a second early, and given up after MAX_ATTEMPTS.
+    def broken_row():
+        h = load_history(history)
+        return h.filter(pl.col("reason") == "malformed_json").row(0, named=True)
+
+    due = t0
+    for n in range(2, MAX_ATTEMPTS + 1):
+        due = due + BASE_BACKOFF * 2 ** (n - 2)
+        early = retry_dlq(
+            kafka_bootstrap, ingestor, history, due - timedelta(seconds=1), dlq, events
+        )
+        assert early.not_due == 1 and broken_row()["attempts"] == n - 1
+        retry_dlq(kafka_bootstrap, ingestor, history, due, dlq, events)
+        row = broken_row()
+        assert row["attempts"] == n and row["last_attempt_at"] == due
+        if n < MAX_ATTEMPTS:
+            assert row["status"] == "rejected"
+            assert row["next_attempt_at"] - row["last_attempt_at"] == BASE_BACKOFF * 2 ** (n - 1)
+    assert broken_row()["status"] == "gave_up"
     h = load_history(history).sort("status")
     assert h["status"].to_list() == ["gave_up", "replayed"]
-    assert h.filter(pl.col("status") == "gave_up")["attempts"][0] == MAX_ATTEMPTS
-    gaps = h.filter(pl.col("status") == "gave_up").select(
-        pl.col("next_attempt_at") - pl.col("last_attempt_at")
-    )
-    assert gaps.item() > timedelta(hours=1)  # exponential backoff grew
+    assert len(consume_all(kafka_bootstrap, events)) == 1  # the good one, still exactly once

@@ -13,12 +13,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from shoplake import clock
 from shoplake.days import last_closed_day
 from shoplake.materialize import summarize
 from shoplake.platform.process import free_port
 from shoplake.settings import REPO_ROOT
-from tests.conftest import DATASETS, TODAY, start_broker
+from tests.conftest import DATASETS, TODAY, clean_env, start_broker
 
 BIN = Path(sys.executable).parent
 REES46 = DATASETS / "rees46_ecommerce_multicategory_2019oct_head"
@@ -26,15 +25,13 @@ REES46 = DATASETS / "rees46_ecommerce_multicategory_2019oct_head"
 
 def fresh_env(home: Path, **extra: str) -> dict[str, str]:
     """A new user's shell: defaults everywhere, nothing listening on the ports shoplake uses."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "DAGSTER_"))}
+    env = clean_env()
     env.update(
         PATH=f"{BIN}{os.pathsep}{env['PATH']}",
         SHOPLAKE_HOME=str(home),
         SHOPLAKE_KAFKA_PORT=str(free_port()),
         SHOPLAKE_COLLECTOR_PORT=str(free_port()),
     )
-    if os.environ.get(clock.ENV):
-        env[clock.ENV] = clock.env_value()
     env.update(extra)
     return env
 

@@ -46,7 +46,7 @@ def test_cli_topics_lists_the_declared_topics(kafka_bootstrap: str):
     assert "shop.events.dlq" in out.stdout and "30d" in out.stdout
 
 
-def test_postgres_start_is_idempotent(pg_dsn: str, tmp_path_factory):
+def test_postgres_start_is_idempotent(pg_dsn: str, pg_cluster: LocalPostgres):
     with psycopg.connect(pg_dsn) as conn:
         assert conn.execute("select current_database()").fetchone()[0] == "shoplake"
         # trust on loopback only
@@ -56,7 +56,7 @@ def test_postgres_start_is_idempotent(pg_dsn: str, tmp_path_factory):
             ).fetchone()[0]
             == "127.0.0.1"
         )
-    pg = LocalPostgres(home=tmp_path_factory.getbasetemp() / "pg0")
+    pg = LocalPostgres(home=pg_cluster.home)  # a second handle on the session's cluster
     assert pg.dsn == pg_dsn
     assert pg.start().startswith("Postgres already running")
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 
@@ -21,7 +20,7 @@ from shoplake.platform.topics import TopicSpec, ensure_topics
 from shoplake.simulator import SimConfig, simulate
 from shoplake.simulator.sinks import KafkaSink
 from streaming.launch import Launch, start, wait
-from tests.conftest import REPLAY_DAY
+from tests.conftest import REPLAY_DAY, clean_env
 from tests.test_notify import Receiver
 
 pytestmark = pytest.mark.integration
@@ -48,7 +47,7 @@ def test_lag_sensor_sees_progress_lag_and_a_stopped_stream(
              show_progress=False)  # fmt: skip
     home = tmp_path / "home"
     recovery = home / "stream" / "recovery"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "BYTEWAX_"))}
+    env = clean_env()
     env.update(SHOPLAKE_HOME=str(home), SHOPLAKE_KAFKA_BOOTSTRAP=kafka_bootstrap,
                SHOPLAKE_STREAM_TOPICS=f"{topic},{dlq}", SHOPLAKE_STREAM_DLQ_TOPIC=dlq,
                SHOPLAKE_STREAM_SINKS="parquet", SHOPLAKE_STREAM_METRICS_PORT="0")  # fmt: skip

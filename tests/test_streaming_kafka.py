@@ -28,7 +28,7 @@ from streaming.progress import consumer_lag, read_offsets
 from streaming.rows import TABLES
 from streaming.sinks import read_table
 from streaming.testing import replay_config
-from tests.conftest import REPLAY_DAY
+from tests.conftest import REPLAY_DAY, clean_env
 from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
@@ -80,7 +80,7 @@ def test_stream_survives_two_kills_without_loss_or_duplicates(
     assert total > 100_000
 
     home, recovery = tmp_path / "home", tmp_path / "recovery"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "BYTEWAX_"))}
+    env = clean_env()
     env.update(SHOPLAKE_HOME=str(home), SHOPLAKE_KAFKA_BOOTSTRAP=kafka_bootstrap,
                SHOPLAKE_STREAM_TOPICS=f"{events_topic},{dlq_topic}", SHOPLAKE_STREAM_DLQ_TOPIC=dlq_topic,
                SHOPLAKE_STREAM_SINKS="parquet", SHOPLAKE_STREAM_METRICS_PORT="0",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from shoplake import clock
 from shoplake.platform.process import (
     ProvisioningError,
     port_open,
@@ -180,6 +182,12 @@ class LocalKafka:
             "log.retention.check.interval.ms": "60000",
             "message.max.bytes": "2097152",
         }
+        if os.environ.get(clock.ENV):
+            # The broker's clock cannot follow a moved shoplake clock: with it, records of the
+            # clock's days would look too old (deleted by retention) or too new (refused).
+            props["log.retention.check.interval.ms"] = str(365 * 86_400_000)
+            props["log.initial.task.delay.ms"] = str(365 * 86_400_000)  # the first check, too
+            props["log.message.timestamp.after.max.ms"] = str(2**63 - 1)
         path = self.dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.dir / "log4j2.yaml").write_text(LOG4J2)

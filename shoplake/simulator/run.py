@@ -71,6 +71,14 @@ class SimReport:
             self.expected_reasons[EXPECTED_REASON[rec.fault or ""]] += 1
 
 
+def world(config: SimConfig) -> tuple[Catalog, Population]:
+    """The catalog and the people a simulation with ``config`` uses (the same seed, the same
+    world): tests look up who was simulated here instead of repeating the recipe."""
+    world_rng = random.Random(f"{config.seed}:world")
+    catalog = Catalog(world_rng, config.products)
+    return catalog, Population(world_rng, config.users, config.days)
+
+
 def simulate(
     config: SimConfig, sink: Sink, db: ShopDB | None = None, show_progress: bool = True
 ) -> SimReport:
@@ -79,9 +87,7 @@ def simulate(
     open sessions, duplicates, late arrivals), not a day."""
     t_start = time.perf_counter()
     report = SimReport()
-    world_rng = random.Random(f"{config.seed}:world")
-    catalog = Catalog(world_rng, config.products)
-    population = Population(world_rng, config.users, config.days)
+    catalog, population = world(config)
     generator = DayGenerator(catalog, population, config.sessions_per_user)
     book = (
         OrderBook(db, catalog, population, random.Random(f"{config.seed}:orders")) if db else None
