@@ -109,7 +109,13 @@ def window_alerts(cur: WindowMetrics, prev: WindowMetrics | None, rules: AlertRu
 
 
 class VisitorAlertsLogic(ShardLogic):
-    """Stage 1: per-visitor click runs and order values, with eviction."""
+    """Stage 1: per-visitor click runs and order values, with eviction.
+
+    Eviction runs as the watermark passes each minute and day (:meth:`on_advance`, item by item),
+    so what is forgotten never depends on how items were batched. A click run is forgotten once
+    its visitor has sent nothing for the session gap, by arrival: a burst that arrives late is
+    still one run.
+    """
 
     def __init__(self, config: StreamConfig, resume: bytes | None):
         super().__init__(config, resume)
@@ -119,15 +125,15 @@ class VisitorAlertsLogic(ShardLogic):
         self.ttl_ms = int(config.visitor_ttl.total_seconds() * 1000)
 
     def initial_state(self) -> dict:
-        # runs: visitor -> [previous event ms, run length]; buyers: visitor -> [orders, cents, last ms]
+        # runs: visitor -> [previous event ms, run length, last received ms]
+        # buyers: visitor -> [orders, cents, last event ms, order ids seen]
         return {"runs": {}, "buyers": {}, "fired": {}, "swept": None, "swept_day": None}
 
     def on_event(self, e: LiveEvent, wm: int) -> list:
         out = []
         s = self.s
-        run = s["runs"][e.anonymous_id] = next_run(
-            s["runs"].get(e.anonymous_id), e.event_ms, self.bot_gap_ms
-        )
+        run = next_run(s["runs"].get(e.anonymous_id), e.event_ms, self.bot_gap_ms)
+        s["runs"][e.anonymous_id] = [*run, e.received_ms]
         if run[1] >= self.rules.bot_min_clicks:
             alert = bot_alert(e, run[1], self.bot_gap_ms)
             if alert.alert_id not in s["fired"]:
@@ -136,28 +142,30 @@ class VisitorAlertsLogic(ShardLogic):
         if e.event_type == "purchase":
             buyer = s["buyers"].get(e.anonymous_id)
             if buyer is None:
-                s["buyers"][e.anonymous_id] = [1, e.revenue_cents, e.event_ms]
-            else:
+                s["buyers"][e.anonymous_id] = [1, e.revenue_cents, e.event_ms, {e.order_id}]
+            elif e.order_id not in buyer[3]:  # an order counts once, however often it arrives
                 alert = large_purchase_alert(e, buyer[0], buyer[1], self.rules)
-                if alert is not None:
+                if alert is not None and alert.alert_id not in s["fired"]:
+                    s["fired"][alert.alert_id] = e.event_ms // DAY_MS
                     out.append(alert)
                 buyer[0] += 1
                 buyer[1] += e.revenue_cents
                 buyer[2] = max(buyer[2], e.event_ms)
+                buyer[3].add(e.order_id)
         return out
 
-    def flush(self, wm: int) -> list:
+    def on_advance(self, old_wm: int, new_wm: int) -> list:
         s = self.s
-        minute = WINDOW_1M.index(wm)
+        minute = WINDOW_1M.index(new_wm)
         if s["swept"] is None or minute > s["swept"]:
             s["swept"] = minute
-            horizon = wm - self.session_gap_ms
-            s["runs"] = {v: r for v, r in s["runs"].items() if r[0] >= horizon}
-        day = wm // DAY_MS
+            horizon = new_wm - self.session_gap_ms
+            s["runs"] = {v: r for v, r in s["runs"].items() if r[-1] >= horizon}
+        day = new_wm // DAY_MS
         if s["swept_day"] is None or day > s["swept_day"]:
             s["swept_day"] = day
             s["fired"] = {a: d for a, d in s["fired"].items() if d >= day - 2}
-            s["buyers"] = {v: b for v, b in s["buyers"].items() if b[2] >= wm - self.ttl_ms}
+            s["buyers"] = {v: b for v, b in s["buyers"].items() if b[2] >= new_wm - self.ttl_ms}
         return []
 
 

@@ -34,13 +34,19 @@ class DailyTotalsLogic(ShardLogic):
     """Stage 1: per-shard counts of each event day; deltas leave once a minute of watermark."""
 
     def initial_state(self) -> dict:
-        # days: day -> {"visitors": set, "orders": set}; pending: day -> delta list; flushed: minute
-        return {"days": {}, "pending": {}, "flushed": None}
+        # days: day -> {"visitors": set, "orders": set}; pending: (day, arrival) -> delta list;
+        # flushed: minute; forgotten_before: days before it are forgotten
+        return {"days": {}, "pending": {}, "flushed": None, "forgotten_before": None}
 
     def on_event(self, event: LiveEvent, wm: int) -> list:
         day = event.event_ms // DAY_MS
         arrival = event.received_ms // DAY_MS
-        if day < arrival - self.config.daily_lateness_days:
+        forgotten = self.s.get("forgotten_before")
+        # Too late for its day, or its day's visitors and orders are forgotten (a replay with its
+        # original receive time): counting it again could count a visitor twice.
+        if day < arrival - self.config.daily_lateness_days or (
+            forgotten is not None and day < forgotten
+        ):
             if day * DAY_MS < wm - LATE_HORIZON_MS:
                 prom.DROPPED.labels("late_beyond_horizon").inc()
                 return []
@@ -70,16 +76,23 @@ class DailyTotalsLogic(ShardLogic):
             d[6] += 1
         return []
 
+    def on_advance(self, old_wm: int, new_wm: int) -> list:
+        """Forget days no event may still count in (one day of slack for out-of-order arrivals),
+        item by item, so what is forgotten never depends on batching."""
+        s = self.s
+        oldest = new_wm // DAY_MS - self.config.daily_lateness_days - 1
+        if s.get("forgotten_before") is None or oldest > s["forgotten_before"]:
+            s["forgotten_before"] = oldest
+            for day in [d for d in s["days"] if d < oldest]:
+                del s["days"][day]
+        return []
+
     def flush(self, wm: int) -> list:
         s = self.s
         minute = WINDOW_1M.index(wm)
         if s["flushed"] is not None and minute <= s["flushed"]:
             return []
         s["flushed"] = minute
-        # Forget days no event may still count in (one day of slack for out-of-order arrivals).
-        oldest = wm // DAY_MS - self.config.daily_lateness_days - 1
-        for day in [d for d in s["days"] if d < oldest]:
-            del s["days"][day]
         return self.close_all()
 
     def close_all(self) -> list:

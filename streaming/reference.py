@@ -19,7 +19,8 @@ event plus the gap is behind the watermark, and active sessions are counted at e
 the watermark passes, with the sessions known at that moment.
 
 Unlike the flow it forgets nothing (no eviction of click runs, buyers, fired alerts or daily
-visitor sets): the rules as documented, over the whole input.
+visitor sets): the rules as documented, over the whole input. A day's daily totals close once the
+watermark is more than the daily lateness (and a day of slack) past it, as documented.
 """
 
 from __future__ import annotations
@@ -274,9 +275,12 @@ def compute(
                     acc["cents"] += e["cents"]
                     acc["buyers"].add(visitor)
 
-        # Daily totals by event day and arrival day, up to the daily lateness.
+        # Daily totals by event day and arrival day, up to the daily lateness. A day closes once
+        # the shard's watermark is more than the lateness (and a day of slack) past it: what
+        # arrives for it afterwards (a replay with its original receive time) is late.
         day = e["ms"] // DAY_MS
-        if day < e["arrival_day"] - config.daily_lateness_days:
+        closed = day < wm // DAY_MS - config.daily_lateness_days - 1
+        if day < e["arrival_day"] - config.daily_lateness_days or closed:
             if day * DAY_MS >= wm - LATE_HORIZON_MS:
                 c = late_counts("1d", day * DAY_MS)
                 c["events"] += 1

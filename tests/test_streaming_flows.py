@@ -164,8 +164,14 @@ def test_bad_payloads_go_to_the_dlq_with_a_reason_and_count_as_errors():
     good = event("page_view", "v", T0 + timedelta(seconds=1))
     missing = event("page_view", "v", T0 + timedelta(seconds=2))
     del missing["context"]
-    collector_reject = DlqRecord(reason="wrong_type", error="x", raw="{}", raw_bytes=2,
-                                 received_at=T0 + timedelta(seconds=3), source="collector")  # fmt: skip
+    collector_reject = DlqRecord(
+        reason="wrong_type",
+        error="x",
+        raw="{}",
+        raw_bytes=2,
+        received_at=T0 + timedelta(seconds=3),
+        source="collector",
+    )
     own_record = msgspec.structs.replace(collector_reject, source="stream")
     records = [
         message(good),
@@ -431,8 +437,12 @@ def simulated() -> list:
     faults = FaultRates(
         duplicate=0.02, late=0.02, bot_burst=0.05, malformed_json=0.01, missing_field=0.005
     )
-    simulate(SimConfig(start=date(2026, 2, 2), days=2, users=600, seed=11, faults=faults), sink, None,
-             show_progress=False)  # fmt: skip
+    simulate(
+        SimConfig(start=date(2026, 2, 2), days=2, users=600, seed=11, faults=faults),
+        sink,
+        None,
+        show_progress=False,
+    )
     return reference.kafka_messages(sink.records, Ingestor(Pseudonymizer(b"test-key", "k1")))
 
 
@@ -462,8 +472,13 @@ def test_flow_outputs_equal_the_reference_on_simulated_traffic(simulated, batch_
 def test_a_resumed_run_ends_with_the_same_tables(simulated, tmp_path):
     config = replay_config(StreamConfig(daily_emit_interval=timedelta(days=1)))
     cut = [len(simulated) // 3, 2 * len(simulated) // 3]
-    items = [*simulated[: cut[0]], TestingSource.ABORT(), *simulated[cut[0] : cut[1]], TestingSource.ABORT(),
-             *simulated[cut[1] :]]  # fmt: skip
+    items = [
+        *simulated[: cut[0]],
+        TestingSource.ABORT(),
+        *simulated[cut[0] : cut[1]],
+        TestingSource.ABORT(),
+        *simulated[cut[1] :],
+    ]
     init_db_dir(tmp_path, 1)
     emitted: list = []
     flow = build_flow(
@@ -605,3 +620,59 @@ def test_metrics_sessions_and_alerts_are_produced_to_their_topics():
     assert first.key.decode().startswith("metrics|2026-03-02T12:00:00+00:00|")
     assert json.loads(first.value)["events"] == 6
     assert json.loads(by_topic["shop.sessions"][0].value)["is_bot"] is True
+
+
+# -- where the independent oracle caught the flow ---------------------------------------------------
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_a_large_purchase_delivered_again_alerts_once(batch_size):
+    """The same purchase re-delivered after the dedupe window used to alert a second time, its
+    average including itself."""
+    docs = [event("purchase", "regular", T0 + timedelta(minutes=i), total=10) for i in range(10)]
+    big = event("purchase", "regular", T0 + timedelta(minutes=11), total=300, order_id="o-big")
+    clock_event = event("page_view", "clock", T0 + timedelta(minutes=25))
+    msgs = numbered([message(d, partition=0) for d in [*docs, big, clock_event, big]])
+    run = run_flow(msgs, TEST_CONFIG.with_(sub_shards=1), batch_size=batch_size)
+    alerts = [a for a in run.rows("alerts").values() if a.rule == "large_purchase"]
+    assert len(alerts) == 1 and json.loads(alerts[0].evidence)["prior_orders"] == 10
+    assert len([m for m in run.topics if m.topic == "shop.alerts"]) == 1
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 100])
+def test_a_bot_burst_that_arrives_late_is_still_one_run(batch_size):
+    """Five clicks 50 ms apart that arrive two hours late used to alert only in big batches: the
+    click run was forgotten by event time between batches."""
+    docs = [event("page_view", "clock", T0 - timedelta(seconds=1))]
+    docs += [
+        event(
+            "page_view",
+            "late-bot",
+            at(10) + timedelta(milliseconds=50 * i),
+            T0 + timedelta(minutes=1, milliseconds=i),
+        )
+        for i in range(5)
+    ]
+    run = run_flow(
+        numbered(message(d, partition=0) for d in docs),
+        TEST_CONFIG.with_(sub_shards=1),
+        batch_size=batch_size,
+    )
+    assert [a.subject for a in run.rows("alerts").values()] == ["late-bot"]
+
+
+@pytest.mark.parametrize("batch_size", [1, 100])
+def test_a_replay_for_a_closed_day_does_not_count_its_visitor_twice(batch_size):
+    """An event replayed from the DLQ with its original receive time, after its day's visitors
+    were forgotten, used to count its visitor again (batch size 1 only)."""
+    day5 = DAY + timedelta(days=5)
+    docs = [
+        event("page_view", "v", at(9)),
+        event("page_view", "other", at(9, day=day5)),
+        event("page_view", "v", at(8), at(10)),
+    ]
+    run = run_flow(
+        numbered(message(d, partition=0) for d in docs),
+        TEST_CONFIG.with_(sub_shards=1),
+        batch_size=batch_size,
+    )
+    assert run.day_totals(DAY.date()).unique_visitors == 1
+    assert run.rows("late_events")[("1d", DAY)].events == 1  # counted as late, not lost
