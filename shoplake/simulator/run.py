@@ -150,6 +150,10 @@ def simulate(
             if plan.revenue_drop:
                 report.revenue_drops.append(tuple(_iso_pair(plan.revenue_drop)))  # type: ignore[arg-type]
     out.close()
+    if book is not None and out.last_received is not None:
+        # Sessions of the last day can run past its end: their orders exist as their purchase
+        # events were sent, so the database holds every order placed until the last one sent.
+        book.flush_until(out.last_received)
     sink.close()
     if db is not None:
         report.db_rows = {t: db.count(t) for t in TABLES}
@@ -187,6 +191,7 @@ class _Emitter:
         self.buffer: list[Record] = []
         self.wall = clock.now_s()
         self.sent = 0
+        self.last_received: float | None = None  # the receive time of the last record sent
         self.t0: float | None = None  # when the first chunk went (rate)
         self.offset: float | None = None  # live: wall clock minus simulated receive time
 
@@ -216,6 +221,7 @@ class _Emitter:
         if self.t0 is None:
             self.t0 = time.perf_counter()
         self.sink.write(part)
+        self.last_received = part[-1].received if part else self.last_received
         self.sent += len(part)
         if self.config.rate:
             ahead = self.sent / self.config.rate - (time.perf_counter() - self.t0)
@@ -231,6 +237,7 @@ class _Emitter:
             j = bisect.bisect_right(records, now, lo=i, key=_received)
             if j > i:
                 self.sink.write(records[i:j])
+                self.last_received = records[j - 1].received
                 i = j
             else:
                 time.sleep(min(0.25, max(0.0, records[i].received - now)))
