@@ -23,12 +23,14 @@ import statistics
 import subprocess
 import tempfile
 import time
-from datetime import date
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from confluent_kafka import Producer
 
+from shoplake import clock
+from shoplake.days import last_closed_day
 from shoplake.kafka_io import producer_config
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import MemorySink
@@ -36,13 +38,16 @@ from tests.conftest import RunningCollector, collector_env, start_broker
 
 
 def payloads(n: int) -> list[bytes]:
+    """n simulated payloads of days that have fully arrived by the clock in effect.
+
+    Importing tests.conftest sets the tests' fixed clock, so the days come from that clock.
+    """
     sink = MemorySink()
     days = 1
     while len(sink.payloads) < n:
         sink.payloads.clear()
-        cfg = SimConfig(
-            start=date(2026, 10, 1), days=days, users=max(1000, n // 3), faults=FaultRates.none()
-        )
+        start = last_closed_day(clock.today()) - timedelta(days=days)
+        cfg = SimConfig(start=start, days=days, users=max(1000, n // 3), faults=FaultRates.none())
         simulate(cfg, sink, None, show_progress=False)
         days += 1
     return sink.payloads[:n]

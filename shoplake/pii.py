@@ -65,6 +65,23 @@ def _pii_paths(struct: type[msgspec.Struct]) -> list[tuple[tuple[str, ...], str]
 PII_FIELDS: dict[type[Event], list[tuple[tuple[str, ...], str]]] = {
     struct: _pii_paths(struct) for struct, _ in CONTRACTS.values()
 }
+# The same paths as a tree per event type, each field visited once: (name, kind, fields below it).
+PiiTree = tuple[tuple[str, str | None, "PiiTree"], ...]
+
+
+def _tree(paths: list[tuple[tuple[str, ...], str]]) -> PiiTree:
+    below: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    kinds: dict[str, str] = {}
+    for path, kind in paths:
+        if len(path) == 1:
+            kinds[path[0]] = kind
+        below.setdefault(path[0], [])
+        if len(path) > 1:
+            below[path[0]].append((path[1:], kind))
+    return tuple((name, kinds.get(name), _tree(rest)) for name, rest in below.items())
+
+
+PII_TREES: dict[type[Event], PiiTree] = {struct: _tree(p) for struct, p in PII_FIELDS.items()}
 # Field name -> kind, for payloads that did not decode (the DLQ): the same policy by name.
 KIND_BY_NAME: dict[str, str] = {
     path[-1]: kind for fields in PII_FIELDS.values() for path, kind in fields
@@ -150,6 +167,10 @@ def _phone_like(candidate: str) -> bool:
 
 class Pseudonymizer:
     CACHE_SIZE = 100_000  # a visitor's IP and email repeat across its events
+    # User agents, referrers, titles and many URLs repeat across events too: their scrubbed form
+    # is kept for values up to SCRUBBED_MAX_CHARS (bounded: at most about 20 MB).
+    SCRUBBED_CACHE_SIZE = 20_000
+    SCRUBBED_MAX_CHARS = 512
 
     def __init__(self, key: bytes, key_id: str):
         if not key:
@@ -157,6 +178,7 @@ class Pseudonymizer:
         self.key = key
         self.key_id = key_id
         self._cache: dict[tuple[str, str], str] = {}
+        self._scrubbed: dict[tuple[str, str], str] = {}
 
     def token(self, kind: str, value: str) -> str:
         """Keyed hash of the normalized value, prefixed so a token is never mistaken for data.
@@ -178,6 +200,17 @@ class Pseudonymizer:
             return value  # written by this platform (a DLQ replay), not by a client
         if kind in HASHED:
             return self.token(kind, value)
+        if len(value) > self.SCRUBBED_MAX_CHARS:
+            return self._scrub(kind, value)
+        cached = self._scrubbed.get((kind, value))
+        if cached is None:
+            cached = self._scrub(kind, value)
+            if len(self._scrubbed) >= self.SCRUBBED_CACHE_SIZE:
+                self._scrubbed.clear()
+            self._scrubbed[(kind, value)] = cached
+        return cached
+
+    def _scrub(self, kind: str, value: str) -> str:
         if kind == "identifier":
             return self.scrub_identifier(value)
         if kind == "url":
@@ -280,28 +313,25 @@ class Pseudonymizer:
     # -- decoded events ----------------------------------------------------------------------
     def apply(self, event: Event, trusted_tokens: bool = False) -> Event:
         """The event with every declared field treated by its policy, and the key id set."""
-        changes: dict[str, Any] = {"pii_key_id": self.key_id}
-        for path, kind in PII_FIELDS[type(event)]:
-            changes = self._replace_path(event, changes, path, kind, trusted_tokens)
+        changes = self._changes(event, PII_TREES[type(event)], trusted_tokens)
+        changes["pii_key_id"] = self.key_id
         return msgspec.structs.replace(event, **changes)
 
-    def _replace_path(
-        self, obj: Any, changes: dict[str, Any], path: tuple[str, ...], kind: str, trusted: bool
-    ) -> dict[str, Any]:
-        head = path[0]
-        parent = changes.get(head, getattr(obj, head))
-        if parent is None:
-            return changes
-        if len(path) == 1:
-            if isinstance(parent, str):
-                new = self.pseudonymize(kind, parent, trusted)
-                if new != parent:
-                    changes[head] = new
-            return changes
-        # nested struct (context.ip, traits.email): replace one level down
-        inner = self._replace_path(parent, {}, path[1:], kind, trusted)
-        if inner:
-            changes[head] = msgspec.structs.replace(parent, **inner)
+    def _changes(self, obj: Any, tree: PiiTree, trusted: bool) -> dict[str, Any]:
+        """The replaced values of ``obj``'s declared fields; nested structs (context.ip,
+        traits.email) are replaced one level down."""
+        changes: dict[str, Any] = {}
+        for name, kind, below in tree:
+            value = getattr(obj, name)
+            if value is None:
+                continue
+            if kind is not None:
+                if isinstance(value, str):
+                    new = self.pseudonymize(kind, value, trusted)
+                    if new != value:
+                        changes[name] = new
+            elif inner := self._changes(value, below, trusted):
+                changes[name] = msgspec.structs.replace(value, **inner)
         return changes
 
     # -- rejected payloads -------------------------------------------------------------------

@@ -212,3 +212,17 @@ def test_a_secret_anywhere_in_free_text_is_scrubbed(text, secret):
     mixed = f"{text[:cut]} {secret} {text[cut:]}"
     assert secret not in P.scrub_text(mixed)
     assert secret not in P.scrub_url(f"https://s.example/p?x={quote(mixed)}")
+
+
+@pytest.mark.parametrize("kind", ["text", "url", "identifier"])
+def test_a_repeated_value_is_scrubbed_every_time_short_or_long(kind):
+    """Guards the cache of scrubbed values: a value seen before is scrubbed again, never passed
+    through raw, whether it is short enough to be cached or too long for the cache."""
+    p = Pseudonymizer(b"secret-key", "k1")
+    short = f"https://s.example/?q={EMAIL}" if kind == "url" else EMAIL
+    long = short + "x" * (Pseudonymizer.SCRUBBED_MAX_CHARS + 1) if kind != "identifier" else short
+    for value in (short, long):
+        first = p.pseudonymize(kind, value)
+        assert EMAIL not in first
+        assert p.pseudonymize(kind, value) == first
+    assert p.pseudonymize(kind, "plain words") == "plain words"
