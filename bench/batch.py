@@ -39,7 +39,7 @@ from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS  # noqa: 
 from pipeline_assets.silver.sessions import sessionize  # noqa: E402
 from resources import resources_for  # noqa: E402
 from shoplake.ingest import Ingestor  # noqa: E402
-from shoplake.settings import get_settings  # noqa: E402
+from shoplake.settings import Settings, get_settings  # noqa: E402
 from shoplake.simulator import FaultRates, SimConfig, simulate  # noqa: E402
 from shoplake.simulator.shopdb import ShopDB  # noqa: E402
 from shoplake.simulator.sinks import KafkaSink  # noqa: E402
@@ -92,9 +92,9 @@ def step_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, float]:
     }
 
 
-def dbt_elapsed(run_id: str) -> float | None:
-    """dbt's own elapsed time for the run's dbt invocation (dagster-dbt's per-run target dir)."""
-    target = Path(__file__).resolve().parents[1] / "dbt_project" / "target"
+def dbt_elapsed(settings: Settings, run_id: str) -> float | None:
+    """dbt's own elapsed time for the run's dbt invocation (its target dir in SHOPLAKE_HOME/dbt)."""
+    target = settings.dbt_state_dir
     found = sorted(target.glob(f"shoplake_dbt_models-{run_id[:7]}-*/run_results.json"))
     return json.loads(found[-1].read_text())["elapsed_time"] if found else None
 
@@ -147,7 +147,7 @@ def resume(tmp: Path, silver_only: bool = False) -> None:
     peer, peer_s = peer_query(settings.home / "lake")
     for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:6]:
         print(f"    {k:40s} {v:7.2f} s")
-    dbt_inside = dbt_elapsed(result.run_id)
+    dbt_inside = dbt_elapsed(settings, result.run_id)
     print(f"silver + gold steps, Dagster in process:           {total:8.1f} s wall")
     if dbt_inside is not None:
         print(f"    of which dbt's own run (run_results.json):     {dbt_inside:8.1f} s")
@@ -247,7 +247,7 @@ def main() -> None:
         for k, v in sorted(steps.items(), key=lambda kv: -kv[1])[:8]:
             print(f"    {k:40s} {v:7.2f} s")
         print(f"silver + gold steps (same input as the peer):      {silver_gold:8.1f} s")
-        dbt_inside = dbt_elapsed(result.run_id)
+        dbt_inside = dbt_elapsed(settings, result.run_id)
         if dbt_inside is not None and "shoplake_dbt_models" in steps:
             print(f"    of which dbt's own run (run_results.json):     {dbt_inside:8.1f} s; around it "
                   f"(dbt start-up, parse, Dagster events): {steps['shoplake_dbt_models'] - dbt_inside:.1f} s")  # fmt: skip

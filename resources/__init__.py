@@ -141,15 +141,15 @@ class NotifierResource(dg.ConfigurableResource):
         return self.notifier().send(note)
 
 
-def _dbt() -> Any:
+def _dbt(s: Settings) -> Any:
     from pipeline_assets.gold.dbt import dbt_cli
 
-    return dbt_cli()
+    return dbt_cli(str(s.dbt_state_dir))
 
 
 def _local(s: Settings) -> dict[str, Any]:
     return {
-        "dbt": _dbt(),
+        "dbt": _dbt(s),
         "lake": LakeResource(
             root=s.lake_root,
             s3_endpoint_url=s.s3_endpoint_url,

@@ -123,6 +123,11 @@ class Settings:
         return self.home / "lake"
 
     @property
+    def dbt_state_dir(self) -> Path:
+        """Each dbt run's artifacts and logs, and the parse state the next run starts from."""
+        return self.home / "dbt"
+
+    @property
     def shopdb_sqlite_path(self) -> Path:
         return self.home / "shopdb.sqlite"
 

@@ -227,10 +227,16 @@ def test_rematerializing_a_partition_is_idempotent_and_leaves_neighbours_alone(l
 
 
 def test_the_next_partition_reuses_dbt_parse_state_and_env_does_not_leak(lake):
-    """The window reaches dbt as env vars read at execution, so a new day is not a full reparse."""
-    target = REPO_ROOT / "dbt_project" / "target"
+    """The window reaches dbt as env vars read at execution, so a new day is not a full reparse.
+
+    The parse state comes from this test's own home (SHOPLAKE_HOME/dbt), written by the D1 run,
+    and no run leaves anything in the checkout's dbt_project/target.
+    """
     run_id = lake["runs"][D2].run_id
-    (log,) = target.glob(f"shoplake_dbt_models-{run_id[:7]}-*/dbt.log")
+    (log,) = (lake["home"] / "dbt").glob(f"shoplake_dbt_models-{run_id[:7]}-*/dbt.log")
+    assert (lake["home"] / "dbt" / "partial_parse.msgpack").exists()
+    checkout_target = REPO_ROOT / "dbt_project" / "target"
+    assert not list(checkout_target.glob(f"shoplake_dbt_models-{run_id[:7]}-*"))
     text = log.read_text()
     assert "Unable to do partial parsing" not in text
     assert "Partial parsing enabled, no changes found" in text

@@ -32,17 +32,54 @@ DBT_DIR = REPO_ROOT / "dbt_project"
 # The dbt installed beside this interpreter, so an unactivated venv works too.
 _local_dbt = Path(sys.executable).with_name("dbt")
 DBT_EXECUTABLE = str(_local_dbt) if _local_dbt.exists() else "dbt"
+PARTIAL_PARSE = "partial_parse.msgpack"
 dbt_project = DbtProject(project_dir=DBT_DIR, profiles_dir=DBT_DIR)
 dbt_project.prepare_if_dev()
 
 
 class ShoplakeDbtCli(DbtCliResource):
-    """dagster-dbt's resource, minus a ``dbt --version`` subprocess (about 3 s) on every run.
+    """dagster-dbt's resource, with each run's dbt state under ``state_dir`` (SHOPLAKE_HOME/dbt).
 
-    The resource asks the executable for its version once per instance, and Dagster builds the
-    instance per run. Our executable is the dbt beside this interpreter, so its version is the
-    installed dbt-core's; any other executable is still asked.
+    A run's artifacts and logs go to ``<state_dir>/<op>-<run>-<id>/`` and the parse state that the
+    next run starts from is ``<state_dir>/partial_parse.msgpack``, so two homes (two tests, two
+    users of one checkout) never read each other's state. The project's own ``target/`` holds
+    only the manifest that defines the assets.
+
+    Also minus a ``dbt --version`` subprocess (about 3 s) on every run: the resource asks the
+    executable for its version once per instance, and Dagster builds the instance per run. Our
+    executable is the dbt beside this interpreter, so its version is the installed dbt-core's;
+    any other executable is still asked.
     """
+
+    state_dir: str = ""
+
+    def run_target(self, context: dg.AssetExecutionContext) -> Path | None:
+        """A new target folder for this run, seeded with the home's parse state."""
+        if not self.state_dir:
+            return None
+        state = Path(self.state_dir)
+        run = context.run.run_id[:7]
+        target = state / f"{context.op_execution_context.op.name}-{run}-{uuid.uuid4().hex[:7]}"
+        target.mkdir(parents=True)
+        seed = state / PARTIAL_PARSE
+        if not seed.exists():
+            seed = dbt_project.project_dir / dbt_project.target_path / PARTIAL_PARSE
+        if seed.exists():
+            shutil.copyfile(seed, target / PARTIAL_PARSE)
+        return target
+
+    def keep_partial_parse(self, invocation: DbtCliInvocation) -> None:
+        """Make this run's parse state the home's, so the next run parses only what changed.
+
+        It is replaced atomically, so concurrent runs are safe.
+        """
+        produced = Path(invocation.target_path) / PARTIAL_PARSE
+        if not self.state_dir or not produced.exists():
+            return
+        shared = Path(self.state_dir) / PARTIAL_PARSE
+        tmp = shared.with_name(f".{PARTIAL_PARSE}.{uuid.uuid4().hex[:8]}")
+        shutil.copyfile(produced, tmp)
+        os.replace(tmp, shared)
 
     @cached_property
     def _cli_version(self) -> version.Version:
@@ -51,8 +88,10 @@ class ShoplakeDbtCli(DbtCliResource):
         return super()._cli_version
 
 
-def dbt_cli() -> DbtCliResource:
-    return ShoplakeDbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE)
+def dbt_cli(state_dir: str = "") -> ShoplakeDbtCli:
+    return ShoplakeDbtCli(
+        project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE, state_dir=state_dir
+    )
 
 
 def ensure_manifest() -> None:
@@ -110,21 +149,6 @@ def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def keep_partial_parse(invocation: DbtCliInvocation) -> None:
-    """Make this run's parse state the project's, so the next run parses only what changed.
-
-    dagster-dbt starts each run from ``target/partial_parse.msgpack``; dbt writes an updated one
-    into the run's own target folder. It is replaced atomically, so concurrent runs are safe.
-    """
-    produced = Path(invocation.target_path) / "partial_parse.msgpack"
-    if not produced.exists():
-        return
-    shared = dbt_project.project_dir / dbt_project.target_path / "partial_parse.msgpack"
-    tmp = shared.with_name(f".partial_parse.{uuid.uuid4().hex[:8]}")
-    shutil.copyfile(produced, tmp)
-    os.replace(tmp, shared)
-
-
 @dbt_assets(
     manifest=dbt_project.manifest_path,
     project=dbt_project,
@@ -134,7 +158,7 @@ def keep_partial_parse(invocation: DbtCliInvocation) -> None:
 )
 def shoplake_dbt_models(
     context: dg.AssetExecutionContext,
-    dbt: DbtCliResource,
+    dbt: ShoplakeDbtCli,
     lake: LakeResource,
     warehouse: WarehouseResource,
 ):
@@ -145,9 +169,9 @@ def shoplake_dbt_models(
         )
     # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only.
     with scoped_environ(warehouse.dbt_env() | lake.dbt_env() | run_env(context, lake)):
-        invocation = dbt.cli(["build"], context=context)
+        invocation = dbt.cli(["build"], context=context, target_path=dbt.run_target(context))
     yield from invocation.stream()
-    keep_partial_parse(invocation)
+    dbt.keep_partial_parse(invocation)
 
 
 defs = dg.Definitions(assets=[shoplake_dbt_models])
