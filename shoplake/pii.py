@@ -231,7 +231,19 @@ class Pseudonymizer:
 
     def scrub_text(self, text: str) -> str:
         """Every email, phone number, IP address and card-like number in ``text`` replaced by
-        its token; text with none is returned as is."""
+        its token, also where it is percent-encoded (``%2B33%206...``: then the text is returned
+        decoded, with its tokens); text with none is returned as is."""
+        scrubbed = self._scrub_patterns(text)
+        if "%" in scrubbed:
+            decoded = unquote(scrubbed)
+            if decoded != scrubbed:
+                again = self._scrub_patterns(decoded)
+                if again != decoded:
+                    return again
+        return scrubbed
+
+    def _scrub_patterns(self, text: str) -> str:
+        """scrub_text on the text as written."""
         if not _SUSPECT.search(text):
             return text
         text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
@@ -247,7 +259,7 @@ class Pseudonymizer:
             parts = urlsplit(url)
         except ValueError:
             return self.scrub_text(url)
-        query = self.scrub_text(parts.query)  # as written ("+33 6 ..." is literally there)
+        query = self._scrub_patterns(parts.query)  # as written ("+33 6 ..." is literally there)
         if query:
             pairs = parse_qsl(query, keep_blank_values=True)  # and as decoded ("%40", "%2B")
             scrubbed = [
@@ -261,7 +273,7 @@ class Pseudonymizer:
             ]
             if scrubbed != pairs:
                 query = urlencode(scrubbed, safe=":/")
-        path, fragment = self.scrub_text(parts.path), self.scrub_text(parts.fragment)
+        path, fragment = self._scrub_patterns(parts.path), self._scrub_patterns(parts.fragment)
         if _SUSPECT.search(unquote(path)):
             path = quote(self.scrub_text(unquote(path)), safe="/:@")
         if fragment and _SUSPECT.search(unquote(fragment)):

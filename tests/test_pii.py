@@ -226,3 +226,17 @@ def test_a_repeated_value_is_scrubbed_every_time_short_or_long(kind):
         assert EMAIL not in first
         assert p.pseudonymize(kind, value) == first
     assert p.pseudonymize(kind, "plain words") == "plain words"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=100), st.sampled_from([EMAIL, "+33 6 15 18 47 46", "+04699175392",
+                                               "00000000000", "81.2.69.142"]))  # fmt: skip
+def test_a_percent_encoded_secret_in_free_text_or_an_unparseable_body_is_scrubbed(text, secret):
+    """Found by the long fuzz run: a phone percent-encoded inside a URL inside a body that does
+    not parse went to the DLQ raw (``%2B04699175392``: the digits follow a letter)."""
+    encoded = quote(secret, safe="")
+    mixed = f"{text} ref=https://s.example/p?q={encoded}&page=2 {text}"
+    assert secret not in P.scrub_text(mixed) and encoded not in P.scrub_text(mixed)
+    body = ('{"batch": [{"referrer": "' + mixed.replace("\\", "").replace('"', "") + '"}]').encode()
+    scrubbed = P.scrub_raw(body + b", \xff}")  # broken JSON: scrubbed as text
+    assert secret not in scrubbed and encoded not in scrubbed
