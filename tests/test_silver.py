@@ -258,3 +258,45 @@ def test_the_silver_contract_check_reads_a_day_in_batches_and_still_sees_duplica
     bad = checks._validate_day(tmp_path / "dup", D, SilverEvent)
     assert not bad.passed and bad.metadata["duplicated event_id"].value == 2
     assert not checks._validate_day(tmp_path / "none", D, SilverEvent).passed
+
+
+def test_click_cadence_at_its_edges():
+    """Guards the bot rule's edges: 5 events each less than 100 ms after the previous are a bot;
+    exactly 100 ms apart is not, and equal timestamps (coarse clocks) are not either."""
+    docs = [
+        *(ev(T0 + timedelta(milliseconds=99 * i), anon="gap-99") for i in range(5)),
+        *(ev(T0 + timedelta(milliseconds=100 * i), anon="gap-100") for i in range(5)),
+        *(ev(T0, anon="same-stamp") for _ in range(5)),
+        *(ev(T0 + timedelta(milliseconds=50 * i), anon="four") for i in range(4)),
+    ]
+    out = build_silver_events(bronze(docs), D)
+    bots = dict(out.events.group_by("anonymous_id").agg(pl.col("is_bot").all()).iter_rows())
+    assert bots == {"gap-99": True, "gap-100": False, "same-stamp": False, "four": False}
+
+
+def test_the_copy_kept_is_the_first_to_arrive_then_the_lowest_partition_then_offset():
+    """Guards the canonical copy of a repeated event_id: earliest Kafka timestamp first, then
+    partition, then offset, whatever the order of the rows."""
+
+    def copies(event_id: str, devices: list[str]) -> list[dict]:
+        base = ev(T0, event_id=event_id)
+        return [dict(base, context=dict(base["context"], device_type=d)) for d in devices]
+
+    by_time = copies("11111111-1111-4111-8111-000000000001", ["tablet", "mobile"])
+    by_partition = copies("11111111-1111-4111-8111-000000000002", ["tablet", "mobile"])
+    by_offset = copies("11111111-1111-4111-8111-000000000003", ["tablet", "mobile"])
+    frame = bronze([*by_time, *by_partition, *by_offset])
+    t = frame["kafka_timestamp"][0]
+    placement = [  # (kafka_timestamp, partition, offset) of each row; "mobile" must win each time
+        (t + timedelta(seconds=5), 0, 0), (t, 0, 1),  # later arrival at a lower offset
+        (t, 1, 2), (t, 0, 3),  # same time, lower partition at a higher offset
+        (t, 2, 9), (t, 2, 4),  # same time and partition
+    ]  # fmt: skip
+    frame = frame.with_columns(
+        kafka_timestamp=pl.Series([p[0] for p in placement]).dt.cast_time_unit("ms"),
+        kafka_partition=pl.Series([p[1] for p in placement], dtype=frame["kafka_partition"].dtype),
+        kafka_offset=pl.Series([p[2] for p in placement], dtype=frame["kafka_offset"].dtype),
+    )
+    out = build_silver_events(frame, D)
+    assert out.stats["duplicates_removed"] == 3
+    assert out.events.sort("event_id")["device_type"].to_list() == ["mobile"] * 3

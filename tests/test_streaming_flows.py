@@ -676,3 +676,67 @@ def test_a_replay_for_a_closed_day_does_not_count_its_visitor_twice(batch_size):
     )
     assert run.day_totals(DAY.date()).unique_visitors == 1
     assert run.rows("late_events")[("1d", DAY)].events == 1  # counted as late, not lost
+
+
+# -- every alert rule at its threshold, whole rows against the reference ----------------------------
+def test_every_alert_rule_at_its_edges_equals_the_reference():
+    """Guards each alert's whole row (id, severity, window, subject, evidence) and each rule's
+    threshold edge: the flow must equal the independent reference, and exactly the cases just
+    past a threshold alert ("above" is strict, "at least" is inclusive)."""
+    h = timedelta(hours=1)
+    m = timedelta(minutes=1)
+    docs = [
+        # large_purchase: 5 x the average exactly does not alert; a cent more does
+        event("purchase", "lp-equal", T0, total=20),
+        event("purchase", "lp-equal", T0 + m, total=100, order_id="o-equal"),
+        # an average of 10.015 (rounded to cents in the evidence): 50.08 is above 5x
+        event("purchase", "lp-above", T0, total=10.01),
+        event("purchase", "lp-above", T0 + timedelta(seconds=1), total=10.02),
+        event("purchase", "lp-above", T0 + m, total=50.08, order_id="o-above"),
+        event("purchase", "lp-first", T0 + m, total=5000),  # no prior order: no average
+    ]
+    # bot_click_cadence: 5 clicks 99 ms apart alert; 100 ms apart, or only 4 clicks, do not
+    for visitor, n, gap in (("bot-99", 5, 99), ("bot-100", 5, 100), ("bot-four", 4, 50)):
+        docs += [
+            event("page_view", visitor, T0 + 2 * m + timedelta(milliseconds=gap * i))
+            for i in range(n)
+        ]
+    # traffic_spike: a 30-event minute (the minimum baseline), then 3x exactly, then 3x + 1
+    for minute, n in ((0, 30), (1, 90), (2, 30), (3, 91)):
+        docs += minute_of_traffic(60 + minute, n, f"spike{minute}")
+    # below the baseline: 29 events, then 10x
+    docs += minute_of_traffic(70, 29, "quiet") + minute_of_traffic(71, 290, "loud")
+    # revenue_drop: 5 purchases (the minimum) for 500, then exactly half, then a cent under half
+    for window, amounts in ((0, [100] * 5), (1, [50] * 5), (2, [124.99])):
+        start = T0 + 2 * h + window * 5 * m
+        docs += [
+            event("purchase", f"rd-{window}-{i}", start + timedelta(seconds=10 * i), total=a)
+            for i, a in enumerate(amounts)
+        ]
+    records = [message(d) for d in docs]
+
+    # error_rate: 1 rejected of 100 (exactly 1 %) does not alert; 2 of 103 does
+    def rejects(start, n: int, tag: str) -> list:
+        return [
+            message(b"{not json", key=f"{tag}{i}", received=start + timedelta(seconds=50 + i))
+            for i in range(n)
+        ]
+
+    for minute, good, bad in ((0, 99, 1), (2, 101, 2)):  # each after a quiet minute (no spike)
+        start = T0 + 3 * h + minute * m
+        records += [message(d) for d in minute_of_traffic(180 + minute, good, f"er{minute}")]
+        records += rejects(start, bad, f"bad{minute}-")
+    records = numbered(sorted(records, key=lambda r: r.timestamp[1]))
+
+    run = run_flow(records)
+    expected = reference.compute(records, TEST_CONFIG)
+    assert run.tables()["alerts"] == expected.tables["alerts"]
+
+    fired = sorted((a.rule, a.subject, a.window_start) for a in run.rows("alerts").values())
+    assert fired == sorted([
+        ("large_purchase", "lp-above", T0 + m),
+        ("bot_click_cadence", "bot-99", T0 + 2 * m),
+        ("traffic_spike", "1m:all", T0 + 63 * m),
+        ("revenue_drop", "5m:all", T0 + 2 * h + 10 * m),
+        ("error_rate", "1m:all", T0 + 3 * h + 2 * m),
+    ])  # fmt: skip
