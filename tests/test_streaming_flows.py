@@ -740,3 +740,36 @@ def test_every_alert_rule_at_its_edges_equals_the_reference():
         ("revenue_drop", "5m:all", T0 + 2 * h + 10 * m),
         ("error_rate", "1m:all", T0 + 3 * h + 2 * m),
     ])  # fmt: skip
+
+
+def test_daily_totals_of_bots_orders_and_late_purchases_equal_the_reference():
+    """Guards the daily totals' counters one by one (bot events and revenue, distinct orders,
+    visitors) and what a purchase too late for its day counts in late_events, against the
+    reference and against the numbers written here."""
+    bot_ua = "Googlebot/2.1"
+    docs = [
+        event("purchase", "bot", T0, total=7, order_id="o-bot-1", user_agent=bot_ua),
+        event("purchase", "bot", T0 + timedelta(seconds=1), total=8, order_id="o-bot-2",
+              user_agent=bot_ua),
+        event("page_view", "bot", T0 + timedelta(seconds=2), user_agent=bot_ua),
+        event("purchase", "human", T0 + timedelta(seconds=3), total=10, order_id="o-h"),
+        event("purchase", "human", T0 + timedelta(seconds=4), total=10, order_id="o-h"),  # same order
+        # four days late: beyond the daily lateness (3 days), counted as a late 1d event
+        event("purchase", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=5), total=2.5),
+        event("page_view", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=6)),
+        # exactly three days late, at noon: still counted in its own day
+        event("page_view", "edge", T0 - timedelta(days=3), T0 + timedelta(seconds=7)),
+    ]  # fmt: skip
+    records = msgs(*docs)
+    run = run_flow(records)
+    expected = reference.compute(records, TEST_CONFIG)
+    for table in ("daily_totals", "late_events"):
+        assert run.tables()[table] == expected.tables[table], table
+
+    day = run.day_totals(DAY.date())
+    assert (day.events, day.bot_events, day.purchases, day.orders) == (5, 3, 4, 3)
+    assert (day.revenue, day.bot_revenue, day.unique_visitors) == (35.0, 15.0, 2)
+    (late,) = [r for r in run.rows("late_events").values() if r.window_size == "1d"]
+    assert (late.events, late.purchases, late.revenue) == (2, 1, 2.5)
+    edge = run.rows("daily_totals")[((DAY - timedelta(days=3)).date(), DAY.date())]
+    assert (edge.events, edge.unique_visitors) == (1, 1)
