@@ -12,8 +12,8 @@ Not part of CI: a full run takes hours (2 CPUs). Needs mutmut 3 in the venv (the
    sessions.py, dedupe.py, daily.py) and, in pipeline_assets/silver/events.py, only the bot and
    dedupe rules (cadence_bots, _resolve: the other functions' mutants are generated, not run).
    mutmut never mutates module-level constants (BOT_GAP, BOT_MIN_CLICKS, ...).
-3. Each mutant runs, with -x and fastest first, the tests of TESTS (the flow, dedupe and silver
-   tests) that execute the mutated function (mutmut's stats pass finds them; a
+3. Each mutant runs, with -x and fastest first, the tests of TESTS (the flow, the stateful
+   steps and silver) that execute the mutated function (mutmut's stats pass finds them; a
    mutant of a function none of them executes is "no tests").
 4. Prints per module: mutants generated, killed, survived, timeout, other (no tests, suspicious,
    segfault) and the score killed / (killed + survived); then every surviving mutant as
@@ -46,7 +46,7 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
 }
 TESTS = (
     "tests/test_streaming_flows.py",
-    "tests/test_streaming_dedupe.py",
+    "tests/test_streaming_memory.py",
     "tests/test_silver.py",
 )
 SEP = "\u01c1"  # mutmut's separator in the names of methods' mutants: xǁClassǁmethod__mutmut_3

@@ -1,4 +1,5 @@
-"""The dedupe rule on its own, at its boundaries: what counts as a repeat and what it remembers."""
+"""The speed layer's stateful rules on their own, at their edges: what counts as a repeat, and
+what each step remembers and forgets."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ WINDOW_MS = 600_000
 T0_MS = 1_772_452_800_000  # 2026-03-02T12:00:00Z
 
 
-def live(event_id: str, received_ms: int) -> LiveEvent:
+def live(event_id: str, received_ms: int, **fields) -> LiveEvent:
     at = datetime.fromtimestamp(received_ms / 1000, UTC)
+    fields = {"event_type": "page_view", "anonymous_id": "v"} | fields
     return LiveEvent(
-        event_id=event_id, event_type="page_view", anonymous_id="v", event_at=at, received_at=at,
+        event_id=event_id, event_at=at, received_at=at, **fields,
         event_ms=received_ms, received_ms=received_ms, platform="web", device_type="desktop",
         is_bot_ua=False, shard="0", partition=0, offset=0,
     )  # fmt: skip
@@ -69,3 +71,45 @@ def test_memory_holds_only_ids_within_the_window_and_a_refreshed_id_stays():
     resumed = DedupeLogic(TEST_CONFIG.with_(dedupe_window=WINDOW), logic.snapshot())
     assert passed(resumed, live("a", T0_MS + WINDOW_MS)) == []
     assert state(resumed) == state(logic)
+
+
+# -- what the per-visitor alert step remembers -----------------------------------------------------
+MINUTE_MS, DAY_MS = 60_000, 86_400_000
+
+
+def test_the_visitor_alert_step_forgets_runs_buyers_and_fired_alerts_at_their_horizons():
+    """Guards the alert step's eviction edges (memory stays bounded, and what is forgotten is what
+    the rules no longer need): a click run once its visitor has been silent for the session gap,
+    a buyer after visitor_ttl without an order, a fired alert two days after its day."""
+    from streaming.alerts import VisitorAlertsLogic
+
+    config = TEST_CONFIG
+    gap_ms = int(config.session_gap.total_seconds() * 1000)
+    ttl_ms = int(config.visitor_ttl.total_seconds() * 1000)
+    logic = VisitorAlertsLogic(config, None)
+    t = T0_MS
+    logic.on_event(live("e1", t, anonymous_id="clicker"), t)
+    purchase = live("e2", t, anonymous_id="buyer", event_type="purchase", order_id="o1",
+                    revenue_cents=1000)  # fmt: skip
+    logic.on_event(purchase, t)
+    logic.s["fired"]["an-alert"] = t // DAY_MS
+
+    logic.on_advance(t, t + gap_ms)  # silent for exactly the gap: still remembered
+    assert set(logic.s["runs"]) == {"buyer", "clicker"}
+    logic.on_advance(t + gap_ms, t + gap_ms + MINUTE_MS)  # the next minute: both runs forgotten
+    assert logic.s["runs"] == {}
+
+    day = t // DAY_MS
+    logic.on_advance(0, (day + 2) * DAY_MS)  # two days later: the alert is still remembered
+    assert set(logic.s["fired"]) == {"an-alert"} and set(logic.s["buyers"]) == {"buyer"}
+    logic.on_advance(0, (day + 3) * DAY_MS)
+    assert logic.s["fired"] == {}
+
+    # a buyer whose last order is exactly visitor_ttl old is remembered, a day later it is not
+    midnight = (day + 1) * DAY_MS
+    logic = VisitorAlertsLogic(config, None)
+    logic.on_event(live("e3", midnight, anonymous_id="buyer", event_type="purchase"), midnight)
+    logic.on_advance(0, midnight + ttl_ms)
+    assert set(logic.s["buyers"]) == {"buyer"}
+    logic.on_advance(0, midnight + ttl_ms + DAY_MS)
+    assert logic.s["buyers"] == {}
