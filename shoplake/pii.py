@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import ipaddress
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +38,10 @@ HASHED = ("email", "phone", "ip")  # kinds hashed whole
 KINDS = (*HASHED, "identifier", "text", "url")
 MAX_DEPTH = 32  # nesting the DLQ scrubber walks; deeper values are dropped, not recursed into
 _TOKEN = re.compile(r"h:[0-9a-f]{64}")
+_JSON_ESCAPE = re.compile(r'\\(?:u[0-9a-fA-F]{4}|["\\/bfnrt])')
+_UUID = re.compile(
+    r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{8}(?:-[0-9A-Fa-f]{4}){3}-[0-9A-Fa-f]{12}(?![0-9A-Fa-f])"
+)
 
 
 def _pii_paths(struct: type[msgspec.Struct]) -> list[tuple[tuple[str, ...], str]]:
@@ -86,6 +91,14 @@ PII_TREES: dict[type[Event], PiiTree] = {struct: _tree(p) for struct, p in PII_F
 KIND_BY_NAME: dict[str, str] = {
     path[-1]: kind for fields in PII_FIELDS.values() for path, kind in fields
 }
+
+
+def _around(pattern: re.Pattern, text: str, scrub: Callable[[str], str]) -> str:
+    """``text`` with ``scrub`` applied to the pieces between ``pattern``'s matches, which are
+    kept as they are."""
+    kept = pattern.findall(text)
+    pieces = pattern.split(text)
+    return "".join(scrub(p) + (kept[i] if i < len(kept) else "") for i, p in enumerate(pieces))
 
 
 def network_of(ip: str) -> str:
@@ -243,9 +256,15 @@ class Pseudonymizer:
         return scrubbed
 
     def _scrub_patterns(self, text: str) -> str:
-        """scrub_text on the text as written."""
+        """scrub_text on the text as written. UUIDs (event ids, ids in URLs) are kept whole:
+        their digit groups are not phone or card numbers."""
         if not _SUSPECT.search(text):
             return text
+        if "-" in text and _UUID.search(text):
+            return _around(_UUID, text, self._scrub_found)
+        return self._scrub_found(text)
+
+    def _scrub_found(self, text: str) -> str:
         text = _EMAIL.sub(lambda m: self.token("email", m.group()), text)
         text = _CARD.sub(self._card_token, text)
         text = _PHONE.sub(self._phone_token, text)
@@ -352,9 +371,11 @@ class Pseudonymizer:
         same policy as accepted events), by pattern where it does not."""
         text = raw.decode("utf-8", errors="replace")
         try:
-            doc = msgspec.json.decode(raw)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            return self.scrub_text(text)
+            # invalid UTF-8 (replaced) need not keep the rest of a JSON body from being read
+            doc = msgspec.json.decode(text.encode())
+        except (msgspec.DecodeError, RecursionError):
+            # JSON escapes glue to what follows ("\\n0612345678"): scrub between them
+            return _around(_JSON_ESCAPE, text, self.scrub_text)
         return msgspec.json.encode(self.scrub_value(doc)).decode()
 
     def scrub_value(self, value: Any, key: str | None = None, depth: int = 0) -> Any:

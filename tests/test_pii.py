@@ -240,3 +240,31 @@ def test_a_percent_encoded_secret_in_free_text_or_an_unparseable_body_is_scrubbe
     body = ('{"batch": [{"referrer": "' + mixed.replace("\\", "").replace('"', "") + '"}]').encode()
     scrubbed = P.scrub_raw(body + b", \xff}")  # broken JSON: scrubbed as text
     assert secret not in scrubbed and encoded not in scrubbed
+
+
+def test_uuids_are_kept_whole_their_digit_groups_are_not_phones():
+    """Found by the long fuzz run: the DLQ copy of an event id 00000000-0000-4000-8000-... had a
+    phone token in its middle. Ids in text and URL paths stay as they are; a phone beside one
+    is still scrubbed."""
+    event_id = "00000000-0000-4000-8000-00000000000e"
+    assert P.scrub_text(f"{event_id} call +33 6 15 18 47 46") == (
+        f"{event_id} call {P.token('phone', '+33 6 15 18 47 46')}"
+    )
+    url = "https://s.example/o/123e4567-e89b-42d3-a456-426614174000?page=2"
+    assert P.scrub_url(url) == url
+    assert json.loads(P.scrub_raw(json.dumps({"event_id": event_id}).encode()))["event_id"] == (
+        event_id
+    )
+
+
+def test_a_body_that_does_not_parse_is_scrubbed_between_its_json_escapes():
+    """Found by the long fuzz run: a phone glued to an escape (``a\\u000004699175392``) in a body
+    that does not parse went to the DLQ raw. And invalid UTF-8 alone no longer stops a body from
+    being scrubbed field by field."""
+    for escape in ("\\u0000", "\\n", '\\"'):
+        broken = f'{{"anonymous_id": "a{escape}04699175392", "x": [}}'.encode()
+        scrubbed = P.scrub_raw(broken)
+        assert "04699175392" not in scrubbed and escape in scrubbed
+    bad_utf8 = b'{"t": "\xff\xfe", "referrer": "https://s.example/?q=04699175392"}'
+    assert "04699175392" not in P.scrub_raw(bad_utf8)
+    assert json.loads(P.scrub_raw(bad_utf8))["t"] == "\ufffd\ufffd"
