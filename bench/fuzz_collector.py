@@ -46,7 +46,7 @@ def main() -> None:
     )
     print(
         f"personal values planted: {len(ledger.secrets):,}; found raw in a topic: "
-        f"{sum('raw personal' in p for p in problems)}"
+        f"{sum('raw personal' in p for p in problems)} (at most 10 are listed)"
     )
     for p in problems:
         print(f"PROBLEM: {p[:2000]}")

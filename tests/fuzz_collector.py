@@ -244,9 +244,9 @@ def verify(bootstrap: str, ledger: Ledger) -> list[str]:
     leaked = sorted(
         s for s in ledger.secrets if s.encode() in blob or quote(s, safe="").encode() in blob
     )
-    if leaked:
-        first = leaked[0].encode()
-        at = blob.find(first) if first in blob else blob.find(quote(leaked[0], safe="").encode())
+    for secret in leaked[:10]:
+        raw = secret.encode() if secret.encode() in blob else quote(secret, safe="").encode()
+        at = blob.find(raw)
         context = blob[max(0, at - 300) : at + 100].decode(errors="replace")
-        problems.append(f"raw personal values in the topics: {leaked[:10]}; first in: {context}")
+        problems.append(f"raw personal value {secret!r} in the topics, in: {context}")
     return problems

@@ -44,5 +44,5 @@ def test_generated_requests_keep_every_promise(own_platform):
     writer.send_sync([Message("shop.events", b"k", json.dumps(planted).encode(), None)])
     writer.close()
     problems = verify(bootstrap, ledger)
-    assert any("raw personal values" in p for p in problems)
+    assert any("raw personal value" in p for p in problems)
     assert any("differs from what was accepted" in p for p in problems)
