@@ -715,14 +715,15 @@ def test_every_alert_rule_at_its_edges_equals_the_reference():
         ]
     records = [message(d) for d in docs]
 
-    # error_rate: 1 rejected of 100 (exactly 1 %) does not alert; 2 of 103 does
+    # error_rate: 1 rejected of 100 (exactly 1 %) does not alert; 2 of 100 (the minimum total)
+    # and 2 of 103 (a rate that rounds) do
     def rejects(start, n: int, tag: str) -> list:
         return [
             message(b"{not json", key=f"{tag}{i}", received=start + timedelta(seconds=50 + i))
             for i in range(n)
         ]
 
-    for minute, good, bad in ((0, 99, 1), (2, 101, 2)):  # each after a quiet minute (no spike)
+    for minute, good, bad in ((0, 99, 1), (2, 98, 2), (4, 101, 2)):  # each after a quiet minute
         start = T0 + 3 * h + minute * m
         records += [message(d) for d in minute_of_traffic(180 + minute, good, f"er{minute}")]
         records += rejects(start, bad, f"bad{minute}-")
@@ -739,6 +740,7 @@ def test_every_alert_rule_at_its_edges_equals_the_reference():
         ("traffic_spike", "1m:all", T0 + 63 * m),
         ("revenue_drop", "5m:all", T0 + 2 * h + 10 * m),
         ("error_rate", "1m:all", T0 + 3 * h + 2 * m),
+        ("error_rate", "1m:all", T0 + 3 * h + 4 * m),
     ])  # fmt: skip
 
 
@@ -757,6 +759,7 @@ def test_daily_totals_of_bots_orders_and_late_purchases_equal_the_reference():
         # four days late: beyond the daily lateness (3 days), counted as a late 1d event
         event("purchase", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=5), total=2.5),
         event("page_view", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=6)),
+        event("page_view", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=6.5)),
         # exactly three days late, at noon: still counted in its own day
         event("page_view", "edge", T0 - timedelta(days=3), T0 + timedelta(seconds=7)),
     ]  # fmt: skip
@@ -770,6 +773,6 @@ def test_daily_totals_of_bots_orders_and_late_purchases_equal_the_reference():
     assert (day.events, day.bot_events, day.purchases, day.orders) == (5, 3, 4, 3)
     assert (day.revenue, day.bot_revenue, day.unique_visitors) == (35.0, 15.0, 2)
     (late,) = [r for r in run.rows("late_events").values() if r.window_size == "1d"]
-    assert (late.events, late.purchases, late.revenue) == (2, 1, 2.5)
+    assert (late.events, late.purchases, late.revenue) == (3, 1, 2.5)
     edge = run.rows("daily_totals")[((DAY - timedelta(days=3)).date(), DAY.date())]
     assert (edge.events, edge.unique_visitors) == (1, 1)
