@@ -181,8 +181,9 @@ def _phone_like(candidate: str) -> bool:
 class Pseudonymizer:
     CACHE_SIZE = 100_000  # a visitor's IP and email repeat across its events
     # User agents, referrers, titles and many URLs repeat across events too: their scrubbed form
-    # is kept for values up to SCRUBBED_MAX_CHARS (bounded: at most about 20 MB).
-    SCRUBBED_CACHE_SIZE = 20_000
+    # is kept when value and result are both at most SCRUBBED_MAX_CHARS. Bounded: 10,000 entries
+    # of two such strings are about 10 MB of ASCII, 40 MB at worst (4-byte characters).
+    SCRUBBED_CACHE_SIZE = 10_000
     SCRUBBED_MAX_CHARS = 512
 
     def __init__(self, key: bytes, key_id: str):
@@ -218,9 +219,10 @@ class Pseudonymizer:
         cached = self._scrubbed.get((kind, value))
         if cached is None:
             cached = self._scrub(kind, value)
-            if len(self._scrubbed) >= self.SCRUBBED_CACHE_SIZE:
-                self._scrubbed.clear()
-            self._scrubbed[(kind, value)] = cached
+            if len(cached) <= self.SCRUBBED_MAX_CHARS:  # tokens can make a result longer
+                if len(self._scrubbed) >= self.SCRUBBED_CACHE_SIZE:
+                    self._scrubbed.clear()
+                self._scrubbed[(kind, value)] = cached
         return cached
 
     def _scrub(self, kind: str, value: str) -> str:
