@@ -12,7 +12,7 @@ PYTHON ?= $(shell for p in python3.12 python3.11 python3; do \
 help:
 	@echo "make demo   - install, start Kafka, the collector and the speed layer, simulate a week of traffic, backfill the lake, serve the UIs"
 	@echo "make test   - install, provision Kafka and Postgres, run the test suite"
-	@echo "make lint   - ruff check + format check"
+	@echo "make lint   - import layers (lint-imports), ruff check + format check, sqlfluff on the dbt models"
 
 system-deps:
 	@bash infra/system-deps.sh
@@ -36,6 +36,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from shoplake import clock
+from shoplake.core import clock
 
 DAY = clock.today() - timedelta(days=2)
 os.environ["SHOPLAKE_PARTITIONS_START"] = (DAY - timedelta(days=1)).isoformat()
@@ -32,14 +32,14 @@ import polars as pl  # noqa: E402
 
 from pipeline_assets.bronze.kafka_day import extract_day  # noqa: E402
 from pipeline_assets.definitions import defs  # noqa: E402
-from pipeline_assets.lakeio import read_manifest, read_partitions, write_partition  # noqa: E402
 from pipeline_assets.silver.assets import bronze_reader  # noqa: E402
 from pipeline_assets.silver.events import build_silver_events_from  # noqa: E402
 from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS  # noqa: E402
 from pipeline_assets.silver.sessions import sessionize  # noqa: E402
 from resources import resources_for  # noqa: E402
-from shoplake.ingest import Ingestor  # noqa: E402
-from shoplake.settings import Settings, get_settings  # noqa: E402
+from shoplake.core.ingest import Ingestor  # noqa: E402
+from shoplake.core.lake.io import read_manifest, read_partitions, write_partition  # noqa: E402
+from shoplake.core.settings import Settings, get_settings  # noqa: E402
 from shoplake.simulator import FaultRates, SimConfig, simulate  # noqa: E402
 from shoplake.simulator.shopdb import ShopDB  # noqa: E402
 from shoplake.simulator.sinks import KafkaSink  # noqa: E402
@@ -133,14 +133,20 @@ def resume(tmp: Path, silver_only: bool = False) -> None:
         )
         return
     lake_assets = [
-        a for a in defs.assets
-        if isinstance(a, dg.AssetsDefinition) and a.partitions_def is not None
+        a
+        for a in defs.assets
+        if isinstance(a, dg.AssetsDefinition)
+        and a.partitions_def is not None
         and not any(k.path[0] == "bronze" for k in a.keys)
-    ]  # fmt: skip
+    ]
     instance = dg.DagsterInstance.ephemeral()
     t = time.perf_counter()
-    result = dg.materialize(lake_assets, partition_key=DAY.isoformat(),
-                            resources=resources_for(settings), instance=instance)  # fmt: skip
+    result = dg.materialize(
+        lake_assets,
+        partition_key=DAY.isoformat(),
+        resources=resources_for(settings),
+        instance=instance,
+    )
     total = time.perf_counter() - t
     assert result.success
     steps = step_times(instance, result.run_id)
@@ -165,13 +171,23 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--events", type=int, default=1_000_000, help="approximate events in the day")
-    ap.add_argument("--cold", action="store_true",
-                    help="no previous run: dbt parses the whole project, as on a fresh checkout")  # fmt: skip
-    ap.add_argument("--resume", type=Path, metavar="DIR",
-                    help="the folder of an earlier run whose bronze is materialized: time silver -> gold "
-                         "again without simulating (its broker is gone, so bronze is not re-run)")  # fmt: skip
-    ap.add_argument("--silver-only", action="store_true",
-                    help="with --resume: time the silver/events body alone, and its peak memory")  # fmt: skip
+    ap.add_argument(
+        "--cold",
+        action="store_true",
+        help="no previous run: dbt parses the whole project, as on a fresh checkout",
+    )
+    ap.add_argument(
+        "--resume",
+        type=Path,
+        metavar="DIR",
+        help="the folder of an earlier run whose bronze is materialized: time silver -> gold "
+        "again without simulating (its broker is gone, so bronze is not re-run)",
+    )
+    ap.add_argument(
+        "--silver-only",
+        action="store_true",
+        help="with --resume: time the silver/events body alone, and its peak memory",
+    )
     args = ap.parse_args()
     if args.resume:
         return resume(args.resume, args.silver_only)
@@ -184,8 +200,12 @@ def main() -> None:
         users = max(1000, int(args.events / 2.95))  # measured: 3M users gave 8.9M records
         t = time.perf_counter()
         sink = KafkaSink(Ingestor.from_settings(settings), broker.bootstrap)
-        report = simulate(SimConfig(start=DAY, days=1, users=users, faults=FaultRates()), sink,
-                          ShopDB(None, settings.shopdb_sqlite_path), show_progress=False)  # fmt: skip
+        report = simulate(
+            SimConfig(start=DAY, days=1, users=users, faults=FaultRates()),
+            sink,
+            ShopDB(None, settings.shopdb_sqlite_path),
+            show_progress=False,
+        )
         print(
             f"simulated {report.records:,} events for {DAY} into Kafka in {time.perf_counter() - t:.0f}s"
         )
@@ -199,8 +219,14 @@ def main() -> None:
         # The day before, as the daily schedule would have run it: bronze for the arrival day that
         # can hold late events of DAY, and (unless --cold) the whole graph, so that dbt starts from
         # the previous run's parse state as it does in a deployment, not from a fresh checkout.
-        warm = [a for a in lake_assets if args.cold is False or any(k.path[0] == "bronze" for k in a.keys)]  # fmt: skip
-        first = dg.materialize(warm, partition_key=(DAY - timedelta(days=1)).isoformat(), resources=resources)  # fmt: skip
+        warm = [
+            a
+            for a in lake_assets
+            if args.cold is False or any(k.path[0] == "bronze" for k in a.keys)
+        ]
+        first = dg.materialize(
+            warm, partition_key=(DAY - timedelta(days=1)).isoformat(), resources=resources
+        )
         assert first.success
         t = time.perf_counter()
         instance = dg.DagsterInstance.ephemeral()
@@ -249,8 +275,10 @@ def main() -> None:
         print(f"silver + gold steps (same input as the peer):      {silver_gold:8.1f} s")
         dbt_inside = dbt_elapsed(settings, result.run_id)
         if dbt_inside is not None and "shoplake_dbt_models" in steps:
-            print(f"    of which dbt's own run (run_results.json):     {dbt_inside:8.1f} s; around it "
-                  f"(dbt start-up, parse, Dagster events): {steps['shoplake_dbt_models'] - dbt_inside:.1f} s")  # fmt: skip
+            print(
+                f"    of which dbt's own run (run_results.json):     {dbt_inside:8.1f} s; around it "
+                f"(dbt start-up, parse, Dagster events): {steps['shoplake_dbt_models'] - dbt_inside:.1f} s"
+            )
         print(f"peer: one DuckDB query from the same bronze:       {peer_s:8.1f} s")
         print(f"ratio pipeline (silver+gold) / peer:               {silver_gold / peer_s:8.1f} x")
         print(f"ratio pipeline (bronze->gold, all steps) / peer:   {total / peer_s:8.1f} x")

@@ -29,9 +29,9 @@ from pathlib import Path
 import httpx
 from confluent_kafka import Producer
 
-from shoplake import clock
-from shoplake.days import last_closed_day
-from shoplake.kafka_io import producer_config
+from shoplake.core import clock
+from shoplake.core.days import last_closed_day
+from shoplake.core.kafka_io import producer_config
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import MemorySink
 from tests.conftest import RunningCollector, collector_env, start_broker
@@ -108,9 +108,23 @@ def load_wrk(
     body_file.write_bytes(b"\n".join(bodies) + b"\n")
     script = Path(__file__).with_name("wrk_post.lua")
     proc = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "--timeout", "30s", "-s", str(script), url, "--", str(body_file)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(script),
+            url,
+            "--",
+            str(body_file),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     m = re.search(
         r"WRK requests=(\d+) non2xx=(\d+) socket_errors=(\d+) duration_us=(\d+) p50_us=(\d+) p99_us=(\d+)",
         proc.stdout,
@@ -156,11 +170,15 @@ def main() -> None:
     if not bootstrap:
         broker = start_broker(tmp / "kafka")
         bootstrap = broker.bootstrap
-    from shoplake.platform.topics import TopicSpec, ensure_topics
+    from shoplake.core.platform.topics import TopicSpec, ensure_topics
 
     ensure_topics(bootstrap, {"bench.plain": TopicSpec("bench.plain", 6, 3_600_000, "delete")})
-    unlimited = {"SHOPLAKE_RATE_LIMIT": "1000000", "SHOPLAKE_RATE_BURST": "1000000",
-                 "SHOPLAKE_RATE_LIMIT_EVENTS": "100000000", "SHOPLAKE_RATE_CLIENT_SHARE": "1"}  # fmt: skip
+    unlimited = {
+        "SHOPLAKE_RATE_LIMIT": "1000000",
+        "SHOPLAKE_RATE_BURST": "1000000",
+        "SHOPLAKE_RATE_LIMIT_EVENTS": "100000000",
+        "SHOPLAKE_RATE_CLIENT_SHARE": "1",
+    }
     env = collector_env(
         tmp / "collector", bootstrap, SHOPLAKE_DELIVERY_TIMEOUT_MS="30000", **unlimited
     )

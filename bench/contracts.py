@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field
 
-from shoplake.contracts import decode_event
+from shoplake.core.contracts import decode_event
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import MemorySink
 
@@ -124,9 +124,11 @@ class PLogin(PBase):
 
 
 PEvent = pydantic.TypeAdapter(
-    Annotated[PPageView | PProductView | PSearch | PCart | PCheckout | PPurchase | PAd | PLogin,
-              Field(discriminator="event_type")]
-)  # fmt: skip
+    Annotated[
+        PPageView | PProductView | PSearch | PCart | PCheckout | PPurchase | PAd | PLogin,
+        Field(discriminator="event_type"),
+    ]
+)
 
 
 def best_of(fn, payloads, repeat=3) -> float:

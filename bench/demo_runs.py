@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from shoplake.platform.process import free_port
-from shoplake.settings import REPO_ROOT
+from shoplake.core.platform.process import free_port
+from shoplake.core.settings import REPO_ROOT
 
 PORTS = (
     "SHOPLAKE_KAFKA_PORT",

@@ -19,8 +19,8 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from pipeline_assets.lakeio import read_partitions
 from pipeline_assets.silver.sessions import sessionize
+from shoplake.core.lake.io import read_partitions
 
 DUCKDB_SESSIONS = """
 with ordered as (

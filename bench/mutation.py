@@ -70,8 +70,10 @@ def copy_tree(dest: Path) -> None:
     """The working tree as git sees it (a fresh clone, or edits in progress), without .git."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO, capture_output=True, check=True,
-    ).stdout.decode()  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     for rel in filter(None, listed.split("\0")):
         src = REPO / rel
         if src.is_file():  # a tracked file deleted in the working tree is left out
@@ -251,13 +253,15 @@ def report(
         c["other"] = c["generated"] - c["killed"] - c["survived"] - c["timeout"]
         total.update(c)
         out.append(
-            f"{row:<{width}}  " + "  ".join(f"{c[k]:>9}" for k in cols)
+            f"{row:<{width}}  "
+            + "  ".join(f"{c[k]:>9}" for k in cols)
             + f"  {score(c['killed'], c['survived']):>9}"
-        )  # fmt: skip
+        )
     out.append(
-        f"{'total':<{width}}  " + "  ".join(f"{total[k]:>9}" for k in cols)
+        f"{'total':<{width}}  "
+        + "  ".join(f"{total[k]:>9}" for k in cols)
         + f"  {score(total['killed'], total['survived']):>9}"
-    )  # fmt: skip
+    )
     others = sorted(
         {m.status for m in mutants if m.row in rows} - {"killed", "survived", "timeout"}
     )

@@ -48,8 +48,12 @@ def one(users: int, shopdb: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="shoplake-bench-sim-") as tmp:
         db = ShopDB(None, Path(tmp) / "shop.sqlite") if shopdb else None
         t = time.perf_counter()
-        report = simulate(SimConfig(start=DAY, days=1, users=users, faults=FaultRates()), sink, db,
-                          show_progress=False)  # fmt: skip
+        report = simulate(
+            SimConfig(start=DAY, days=1, users=users, faults=FaultRates()),
+            sink,
+            db,
+            show_progress=False,
+        )
         seconds = time.perf_counter() - t
         orders = report.db_rows.get("orders", 0)
     return {
@@ -66,8 +70,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--users", type=int, nargs="+", default=[30_000, 300_000],
-                    help="population sizes, each simulated for one day in its own process")  # fmt: skip
+    ap.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[30_000, 300_000],
+        help="population sizes, each simulated for one day in its own process",
+    )
     ap.add_argument("--shopdb", action="store_true", help="also write orders to a SQLite shop DB")
     ap.add_argument("--child", type=int, help="run one size in this process and print JSON")
     args = ap.parse_args()
@@ -77,14 +86,18 @@ def main() -> None:
     rows = []
     for users in sorted(args.users):
         cmd = [sys.executable, "-m", "bench.simulator", "--child", str(users)]
-        out = subprocess.run(cmd + ["--shopdb"] * args.shopdb, check=True, capture_output=True,
-                             text=True).stdout  # fmt: skip
+        out = subprocess.run(
+            cmd + ["--shopdb"] * args.shopdb, check=True, capture_output=True, text=True
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
         r, base = rows[-1], rows[0]
-        print(f"users {r['users']:>10,}  records {r['records']:>11,}  "
-              f"{r['records'] / r['seconds']:>8,.0f} records/s  peak RSS {r['peak_rss_mb']:>8,.0f} MB  "
-              f"x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} the RSS of {base['users']:,} users "
-              f"for x{r['records'] / base['records']:.1f} the records", flush=True)  # fmt: skip
+        print(
+            f"users {r['users']:>10,}  records {r['records']:>11,}  "
+            f"{r['records'] / r['seconds']:>8,.0f} records/s  peak RSS {r['peak_rss_mb']:>8,.0f} MB  "
+            f"x{r['peak_rss_mb'] / base['peak_rss_mb']:.2f} the RSS of {base['users']:,} users "
+            f"for x{r['records'] / base['records']:.1f} the records",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -68,12 +68,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from shoplake import clock
-from shoplake.contracts import ContractViolation, decode_event
-from shoplake.kafka_io import producer_config
+from shoplake.core import clock
+from shoplake.core.contracts import ContractViolation, decode_event
+from shoplake.core.kafka_io import producer_config
+from shoplake.core.speed.rows import Row, Session, to_json
+from shoplake.core.stream_config import StreamConfig
 from shoplake.simulator.sinks import Sink
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.dedupe import DedupeLogic
 from streaming.events import LiveEvent, Reject, decode_message, from_ms
 from streaming.flows import decode_record, merge_windows, split_rows
@@ -92,7 +93,6 @@ from streaming.live_metrics import (
     merge_metrics,
     metrics_row,
 )
-from streaming.rows import Row, Session, to_json
 from streaming.sessions import (
     OpenSession,
     SessionsLogic,
@@ -173,8 +173,14 @@ class TallySink(DynamicSink):
 # -- the Bytewax side: the repo's steps, wired as in streaming.flows ------------------------------
 def kafka_source(bootstrap: str, topics: list[str]) -> KafkaSource:
     """As streaming.run builds it, read to EOF."""
-    return KafkaSource([bootstrap], topics, tail=False, starting_offset=OFFSET_BEGINNING,
-                       batch_size=2000, raise_on_errors=False)  # fmt: skip
+    return KafkaSource(
+        [bootstrap],
+        topics,
+        tail=False,
+        starting_offset=OFFSET_BEGINNING,
+        batch_size=2000,
+        raise_on_errors=False,
+    )
 
 
 def _decoded(flow: Dataflow, source: KafkaSource, config: StreamConfig):
@@ -200,8 +206,9 @@ def metrics_1m_flow(source: KafkaSource, sink: TallySink, config: StreamConfig) 
         "fold_1m_metrics", deduped, lambda r: WindowMetricsLogic(WINDOW_1M, config, r)
     )
     late, parts = split_rows("split_late_1m", folded, Late)
-    rows = merge_windows("merge_1m_metrics", parts, WINDOW_1M, merge_metrics,
-                         finish_metrics(WINDOW_1M), config)  # fmt: skip
+    rows = merge_windows(
+        "merge_1m_metrics", parts, WINDOW_1M, merge_metrics, finish_metrics(WINDOW_1M), config
+    )
     op.output("tally", op.merge("collect_rows", rows, late), sink)
     return flow
 
@@ -212,8 +219,9 @@ def sessions_flow(source: KafkaSource, sink: TallySink, config: StreamConfig) ->
         "track_sessions", _deduped(flow, source, config), lambda r: SessionsLogic(config, r)
     )
     session_rows, active_parts = split_rows("split_sessions", tracked, Row)
-    active_rows = merge_windows("merge_active_sessions", active_parts, WINDOW_1M, merge_counts,
-                                finish_active, config)  # fmt: skip
+    active_rows = merge_windows(
+        "merge_active_sessions", active_parts, WINDOW_1M, merge_counts, finish_active, config
+    )
     op.output("tally", op.merge("collect_rows", session_rows, active_rows), sink)
     return flow
 
@@ -227,8 +235,14 @@ def consume(
 ) -> Iterator[list]:
     """Batches of messages of every partition of ``topics`` from the beginning to EOF, with the
     consumer settings KafkaSource uses (one consumer for all partitions instead of one each)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "BYTEWAX_IGNORED",
-                         "enable.auto.commit": "false", "enable.partition.eof": "true"})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "BYTEWAX_IGNORED",
+            "enable.auto.commit": "false",
+            "enable.partition.eof": "true",
+        }
+    )
     md = consumer.list_topics(timeout=10).topics
     parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in md[t].partitions]
     consumer.assign(parts)
@@ -253,9 +267,16 @@ def consume(
 
 def source_message(m) -> KafkaSourceMessage:
     """The message KafkaSource hands to the flow (the same fields, built the same way)."""
-    return KafkaSourceMessage(key=m.key(), value=m.value(), topic=m.topic(),
-                              headers=m.headers() or [], latency=m.latency(), offset=m.offset(),
-                              partition=m.partition(), timestamp=m.timestamp())  # fmt: skip
+    return KafkaSourceMessage(
+        key=m.key(),
+        value=m.value(),
+        topic=m.topic(),
+        headers=m.headers() or [],
+        latency=m.latency(),
+        offset=m.offset(),
+        partition=m.partition(),
+        timestamp=m.timestamp(),
+    )
 
 
 def peer_decode_event(batches: Iterator[list], config: StreamConfig, tally: Tally) -> None:
@@ -335,8 +356,13 @@ def peer_metrics_1m(batches: Iterator[list], config: StreamConfig, tally: Tally)
         for start in [s for s in windows if s + length <= frontier]:
             begin, end = from_ms(start), from_ms(start + length)
             for key, acc in windows.pop(start).items():
-                vals = (*acc[:VISITORS], len(acc[VISITORS]), len(acc[BUYERS]), acc[REJECTED],
-                        acc[FUTURE])  # fmt: skip
+                vals = (
+                    *acc[:VISITORS],
+                    len(acc[VISITORS]),
+                    len(acc[BUYERS]),
+                    acc[REJECTED],
+                    acc[FUTURE],
+                )
                 take(metrics_row("1m", begin, end, key, vals))
 
     for batch in batches:
@@ -429,8 +455,9 @@ def peer_sessions(batches: Iterator[list], config: StreamConfig, tally: Tally) -
             wm = wms[shard]
             if type(item) is LiveEvent:
                 e = item
-                keep, closed = place_event(open_.get(e.anonymous_id, []), e, wm, gap, bot_gap,
-                                           min_clicks)  # fmt: skip
+                keep, closed = place_event(
+                    open_.get(e.anonymous_id, []), e, wm, gap, bot_gap, min_clicks
+                )
                 for row in closed:
                     take(row)
                 open_[e.anonymous_id] = keep
@@ -548,8 +575,12 @@ def bench_config(dlq_topic: str) -> StreamConfig:
 
 def measure_once(stage: str, engine: str, common: dict) -> dict:
     spec = common | {"stage": stage, "engine": engine}
-    proc = subprocess.run([sys.executable, "-m", "bench.stream", "--child", json.dumps(spec)],
-                          stdout=subprocess.PIPE, text=True, check=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.stream", "--child", json.dumps(spec)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["rate"] = common["total"] / result["seconds"]
     result["cpu_rate"] = common["total"] / result["cpu"]
@@ -587,12 +618,19 @@ class BenchTopicsSink(Sink):
     def write(self, records) -> None:
         from streaming.reference import kafka_messages
 
-        for m in kafka_messages(records, self.ingestor, self.events_topic, self.dlq_topic,
-                                EVENT_PARTITIONS, DLQ_PARTITIONS):  # fmt: skip
+        for m in kafka_messages(
+            records,
+            self.ingestor,
+            self.events_topic,
+            self.dlq_topic,
+            EVENT_PARTITIONS,
+            DLQ_PARTITIONS,
+        ):
             while True:
                 try:
-                    self.producer.produce(m.topic, m.value, m.key, partition=m.partition,
-                                          timestamp=m.timestamp[1])  # fmt: skip
+                    self.producer.produce(
+                        m.topic, m.value, m.key, partition=m.partition, timestamp=m.timestamp[1]
+                    )
                     break
                 except BufferError:
                     self.producer.poll(0.05)
@@ -636,14 +674,16 @@ def simulate_day(day, users: int, sink: BenchTopicsSink, tmp: Path) -> None:
     from shoplake.simulator import FaultRates, SimConfig, simulate
 
     if users <= CHUNK_USERS:
-        simulate(SimConfig(start=day, users=users, faults=FaultRates()), sink, None,
-                 show_progress=False)  # fmt: skip
+        simulate(
+            SimConfig(start=day, users=users, faults=FaultRates()), sink, None, show_progress=False
+        )
         return
     paths = []
     for k, start in enumerate(range(0, users, CHUNK_USERS)):
         paths.append(tmp / f"day-{k}.spool")
-        cfg = SimConfig(start=day, users=min(CHUNK_USERS, users - start), seed=42 + k,
-                        faults=FaultRates())  # fmt: skip
+        cfg = SimConfig(
+            start=day, users=min(CHUNK_USERS, users - start), seed=42 + k, faults=FaultRates()
+        )
         simulate(cfg, SpoolSink(paths[-1]), None, show_progress=False)
     merged = heapq.merge(*(spooled(p) for p in paths), key=lambda r: r.received)
     while batch := list(itertools.islice(merged, 20_000)):
@@ -654,22 +694,41 @@ def simulate_day(day, users: int, sink: BenchTopicsSink, tmp: Path) -> None:
 
 
 # -- latency: the production process -------------------------------------------------------------
-def start_stream(home: Path, bootstrap: str, topics: tuple[str, str], log: Path, eof: bool,
-                 metrics_port: int, extra: dict[str, str], recovery: bool = True) -> subprocess.Popen:  # fmt: skip
+def start_stream(
+    home: Path,
+    bootstrap: str,
+    topics: tuple[str, str],
+    log: Path,
+    eof: bool,
+    metrics_port: int,
+    extra: dict[str, str],
+    recovery: bool = True,
+) -> subprocess.Popen:
     """`shoplake stream` as it runs in production (1 worker, recovery every 5 s), its output to a log."""
     from streaming.launch import Launch, command, ensure_recovery, environment
 
-    launch = Launch(workers=1, recovery_dir=home / "recovery" if recovery else None,
-                    snapshot_seconds=5, eof=eof, metrics_port=metrics_port)  # fmt: skip
+    launch = Launch(
+        workers=1,
+        recovery_dir=home / "recovery" if recovery else None,
+        snapshot_seconds=5,
+        eof=eof,
+        metrics_port=metrics_port,
+    )
     if launch.recovery_dir is not None:
         ensure_recovery(launch.recovery_dir, 4)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOPLAKE_", "BYTEWAX_"))}
-    env.update(SHOPLAKE_HOME=str(home), SHOPLAKE_KAFKA_BOOTSTRAP=bootstrap,
-               SHOPLAKE_STREAM_TOPICS=",".join(topics), SHOPLAKE_STREAM_DLQ_TOPIC=topics[1],
-               SHOPLAKE_STREAM_SINKS="parquet,kafka", **extra)  # fmt: skip
+    env.update(
+        SHOPLAKE_HOME=str(home),
+        SHOPLAKE_KAFKA_BOOTSTRAP=bootstrap,
+        SHOPLAKE_STREAM_TOPICS=",".join(topics),
+        SHOPLAKE_STREAM_DLQ_TOPIC=topics[1],
+        SHOPLAKE_STREAM_SINKS="parquet,kafka",
+        **extra,
+    )
     out = open(log, "ab")  # noqa: SIM115 (the child keeps it)
-    return subprocess.Popen(command(launch), env=environment(launch, 0, env), stdout=out,
-                            stderr=subprocess.STDOUT)  # fmt: skip
+    return subprocess.Popen(
+        command(launch), env=environment(launch, 0, env), stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def records_in(port: int) -> float | None:
@@ -678,8 +737,11 @@ def records_in(port: int) -> float | None:
             text = resp.read().decode()
     except OSError:
         return None
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("shoplake_stream_records_in_total{"))  # fmt: skip
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("shoplake_stream_records_in_total{")
+    )
 
 
 def sustained_rate(
@@ -687,7 +749,7 @@ def sustained_rate(
 ) -> tuple[float, str]:
     """Records/s of the production process replaying the day to EOF (all rows emitted), from its
     first record to its exit; if it needs more than ``cap`` seconds, its rate after a warm-up."""
-    from shoplake.platform.process import free_port
+    from shoplake.core.platform.process import free_port
     from streaming.launch import stop
 
     port = free_port()
@@ -729,8 +791,13 @@ class Watcher:
         self.alerts_kafka: dict[str, float] = {}  # triggering event id -> first seen ms
         self.alerts_parquet: dict[str, float] = {}
         self.stop = threading.Event()
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench-watch",
-                                  "enable.auto.commit": "false"})  # fmt: skip
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-watch",
+                "enable.auto.commit": "false",
+            }
+        )
         parts = []
         for topic in (events_topic, "shop.metrics.10s", "shop.alerts"):
             md = self.consumer.list_topics(topic, timeout=10).topics[topic]
@@ -738,7 +805,9 @@ class Watcher:
                 _, high = self.consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
                 parts.append(TopicPartition(topic, p, high))
         self.consumer.assign(parts)
-        self.threads = [threading.Thread(target=f, daemon=True) for f in (self._kafka, self._parquet)]  # fmt: skip
+        self.threads = [
+            threading.Thread(target=f, daemon=True) for f in (self._kafka, self._parquet)
+        ]
         for t in self.threads:
             t.start()
 
@@ -818,7 +887,7 @@ class Prepared:
 
 
 def prepare(payloads: list[bytes], ingestor) -> list[Prepared]:
-    from shoplake.ingest import Accepted
+    from shoplake.core.ingest import Accepted
 
     out = []
     for raw in payloads:
@@ -841,9 +910,17 @@ class Generated:
     rejected: int = 0
 
 
-def generate(bootstrap: str, topics: tuple[str, str], pool: list[Prepared], bots: list[list[Prepared]],
-             rate: float, seconds: float, bursts_per_second: float, warmup: float,
-             on_warm: Callable[[], None]) -> Generated:  # fmt: skip
+def generate(
+    bootstrap: str,
+    topics: tuple[str, str],
+    pool: list[Prepared],
+    bots: list[list[Prepared]],
+    rate: float,
+    seconds: float,
+    bursts_per_second: float,
+    warmup: float,
+    on_warm: Callable[[], None],
+) -> Generated:
     """``rate`` records/s as the collector writes them (its producer settings, the record timestamp
     and received_at = now), cycling through ``pool`` with fresh event ids; plus bot bursts of 5
     events 50 ms apart, each from a new visitor. ``on_warm`` runs once the warm-up is over."""
@@ -898,13 +975,14 @@ def pct(values, q: float) -> float:
     return s[min(len(s) - 1, int(q * (len(s) - 1) + 0.5))] if s else float("nan")
 
 
-def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total: int,
-            broker_pid: int | None) -> None:  # fmt: skip
+def latency(
+    args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total: int, broker_pid: int | None
+) -> None:
     from bench.collector import cpu_seconds
-    from shoplake.ingest import Ingestor
-    from shoplake.pii import Pseudonymizer
-    from shoplake.platform.process import free_port
-    from shoplake.platform.topics import TopicSpec, ensure_topics
+    from shoplake.core.ingest import Ingestor
+    from shoplake.core.pii import Pseudonymizer
+    from shoplake.core.platform.process import free_port
+    from shoplake.core.platform.topics import TopicSpec, ensure_topics
     from shoplake.simulator import FaultRates, SimConfig, simulate
     from shoplake.simulator.sinks import MemorySink
     from streaming.launch import stop
@@ -913,35 +991,66 @@ def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total:
     print("\n4. latency, collector acceptance -> visible, at 50 % of the sustained rate")
     sustained, how = sustained_rate(tmp, bootstrap, day_topics, total, args.sustain_seconds)
     rate = args.latency_rate or sustained * 0.5
-    print(f"   sustained rate of the production process (1 worker, Parquet + Kafka sinks, recovery "
-          f"every 5 s) replaying the day: {sustained:,.0f} records/s over {how}")  # fmt: skip
-    print(f"   offered: {rate:,.0f} records/s + {args.bursts:g} bot bursts/s (5 events 50 ms apart), "
-          f"measured for {args.latency_seconds:.0f} s after {args.latency_warmup:.0f} s of warm-up; "
-          f"allowed lateness {args.latency_lateness:g} s"
-          f"{', NO recovery' if args.latency_no_recovery else ''}")  # fmt: skip
+    print(
+        f"   sustained rate of the production process (1 worker, Parquet + Kafka sinks, recovery "
+        f"every 5 s) replaying the day: {sustained:,.0f} records/s over {how}"
+    )
+    print(
+        f"   offered: {rate:,.0f} records/s + {args.bursts:g} bot bursts/s (5 events 50 ms apart), "
+        f"measured for {args.latency_seconds:.0f} s after {args.latency_warmup:.0f} s of warm-up; "
+        f"allowed lateness {args.latency_lateness:g} s"
+        f"{', NO recovery' if args.latency_no_recovery else ''}"
+    )
 
     mem = MemorySink()  # a pool of raw payloads, sent in a cycle with fresh event ids
-    simulate(SimConfig(start=clock.today() - timedelta(days=1), users=args.latency_pool // 3,
-                       seed=7, faults=FaultRates()), mem, None, show_progress=False)  # fmt: skip
+    simulate(
+        SimConfig(
+            start=clock.today() - timedelta(days=1),
+            users=args.latency_pool // 3,
+            seed=7,
+            faults=FaultRates(),
+        ),
+        mem,
+        None,
+        show_progress=False,
+    )
     ingestor = Ingestor(Pseudonymizer(b"bench-key", "k1"))
     pool = prepare(mem.payloads[: args.latency_pool], ingestor)
     del mem
     seconds = args.latency_warmup + args.latency_seconds
     bots = [
-        prepare([msgspec.json.encode(event("page_view", f"bench-bot-{n}", SENT, SENT))
-                 for _ in range(5)], ingestor)
+        prepare(
+            [
+                msgspec.json.encode(event("page_view", f"bench-bot-{n}", SENT, SENT))
+                for _ in range(5)
+            ],
+            ingestor,
+        )
         for n in range(int(seconds * args.bursts) + 1)
-    ]  # fmt: skip
+    ]
 
     tag = uuid.uuid4().hex[:6]
     topics = (f"bench.latency-{tag}.events", f"bench.latency-{tag}.dlq")
-    ensure_topics(bootstrap, {topics[0]: TopicSpec(topics[0], EVENT_PARTITIONS, -1, "delete"),
-                              topics[1]: TopicSpec(topics[1], DLQ_PARTITIONS, -1, "delete")})  # fmt: skip
+    ensure_topics(
+        bootstrap,
+        {
+            topics[0]: TopicSpec(topics[0], EVENT_PARTITIONS, -1, "delete"),
+            topics[1]: TopicSpec(topics[1], DLQ_PARTITIONS, -1, "delete"),
+        },
+    )
     home = tmp / "latency"
     port = free_port()
     extra = {"SHOPLAKE_STREAM_LATENESS_SECONDS": str(args.latency_lateness)}
-    proc = start_stream(home, bootstrap, topics, tmp / "latency.log", False, port, extra,
-                        recovery=not args.latency_no_recovery)  # fmt: skip
+    proc = start_stream(
+        home,
+        bootstrap,
+        topics,
+        tmp / "latency.log",
+        False,
+        port,
+        extra,
+        recovery=not args.latency_no_recovery,
+    )
     watcher = None
     try:
         deadline = time.monotonic() + 120
@@ -957,11 +1066,15 @@ def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total:
         warm: dict = {}
 
         def on_warm() -> None:
-            warm.update(t=time.monotonic(), read=records_in(port) or 0,
-                        cpu={name: cpu_seconds(pid) for name, pid in pids.items()})  # fmt: skip
+            warm.update(
+                t=time.monotonic(),
+                read=records_in(port) or 0,
+                cpu={name: cpu_seconds(pid) for name, pid in pids.items()},
+            )
 
-        gen = generate(bootstrap, topics, pool, bots, rate, seconds, args.bursts,
-                       args.latency_warmup, on_warm)  # fmt: skip
+        gen = generate(
+            bootstrap, topics, pool, bots, rate, seconds, args.bursts, args.latency_warmup, on_warm
+        )
         read_at_end = records_in(port) or 0
         elapsed = time.monotonic() - warm["t"]
         cores = {
@@ -976,19 +1089,28 @@ def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total:
     t_from = (gen.t0 + args.latency_warmup) * 1000
     t_to = (gen.t_end - 1) * 1000  # the last windows close only with later traffic
     behind = gen.sent - read_at_end
-    print(f"   the stream read {(read_at_end - warm['read']) / elapsed:,.0f} records/s while measured; "
-          f"when the traffic stopped it was {behind:,.0f} records (~{behind / rate:.1f} s) behind "
-          f"({gen.rejected:,} collector rejects went to the DLQ topic)")  # fmt: skip
-    print("   CPU while measured (cores of 2, another engineer shares them): "
-          + ", ".join(f"{k} {v:.2f}" for k, v in cores.items()) + f"; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"   the stream read {(read_at_end - warm['read']) / elapsed:,.0f} records/s while measured; "
+        f"when the traffic stopped it was {behind:,.0f} records (~{behind / rate:.1f} s) behind "
+        f"({gen.rejected:,} collector rejects went to the DLQ topic)"
+    )
+    print(
+        "   CPU while measured (cores of 2, another engineer shares them): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in cores.items())
+        + f"; load average {os.getloadavg()[0]:.1f}"
+    )
     floor = list(watcher.floor)
-    print(f"   Kafka produce -> consume (the floor):         p50 {pct(floor, .5):7.0f} ms   p99 {pct(floor, .99):7.0f} ms   n={len(floor):,}")  # fmt: skip
+    print(
+        f"   Kafka produce -> consume (the floor):         p50 {pct(floor, 0.5):7.0f} ms   p99 {pct(floor, 0.99):7.0f} ms   n={len(floor):,}"
+    )
 
     def report(label: str, seen: dict, sent: dict[object, float]) -> list[float]:
         lat = [seen[k] - t for k, t in sent.items() if k in seen]
         missing = len(sent) - len(lat)
         tail = f"   ({missing} never seen)" if missing else ""
-        print(f"   {label:<46}p50 {pct(lat, .5):7.0f} ms   p99 {pct(lat, .99):7.0f} ms   max {max(lat, default=float('nan')):7.0f} ms   n={len(lat):,}{tail}")  # fmt: skip
+        print(
+            f"   {label:<46}p50 {pct(lat, 0.5):7.0f} ms   p99 {pct(lat, 0.99):7.0f} ms   max {max(lat, default=float('nan')):7.0f} ms   n={len(lat):,}{tail}"
+        )
         return lat
 
     triggers = {k: t for k, t in gen.triggers.items() if t_from <= t <= t_to}
@@ -997,23 +1119,35 @@ def latency(args, tmp: Path, bootstrap: str, day_topics: tuple[str, str], total:
     )
     alerts_k = report("  -> row in shop.alerts (Kafka)", watcher.alerts_kafka, triggers)
     report("  -> row in speed/alerts (Parquet)", watcher.alerts_parquet, triggers)
-    ends = {s: s + 10_000.0 for s in range(int(t_from // 10_000 + 1) * 10_000, int(t_to), 10_000)
-            if s + 10_000 <= t_to}  # fmt: skip
+    ends = {
+        s: s + 10_000.0
+        for s in range(int(t_from // 10_000 + 1) * 10_000, int(t_to), 10_000)
+        if s + 10_000 <= t_to
+    }
     print("   10 s window metrics ('all' row), from the window's end:")
     wins_k = report("  -> shop.metrics.10s (Kafka)", watcher.windows_kafka, ends)
     report("  -> speed/window_metrics (Parquet)", watcher.windows_parquet, ends)
-    per_event = [watcher.windows_kafka[a - a % 10_000] - a for a in gen.accepted_ms
-                 if a - a % 10_000 in ends and a - a % 10_000 in watcher.windows_kafka]  # fmt: skip
-    print(f"   per event, incl. waiting for its 10 s window to end (Kafka): p50 {pct(per_event, .5):.0f} ms   p99 {pct(per_event, .99):.0f} ms")  # fmt: skip
+    per_event = [
+        watcher.windows_kafka[a - a % 10_000] - a
+        for a in gen.accepted_ms
+        if a - a % 10_000 in ends and a - a % 10_000 in watcher.windows_kafka
+    ]
+    print(
+        f"   per event, incl. waiting for its 10 s window to end (Kafka): p50 {pct(per_event, 0.5):.0f} ms   p99 {pct(per_event, 0.99):.0f} ms"
+    )
     ok = "met" if alerts_k and pct(alerts_k, 0.99) <= 1000 else "NOT met"
     ok_w = "met" if wins_k and pct(wins_k, 0.99) <= 1000 else "NOT met"
-    print(f"   target p99 <= 1 s: per-event path (alert -> Kafka) {ok}; 10 s windows from their end {ok_w}")  # fmt: skip
+    print(
+        f"   target p99 <= 1 s: per-event path (alert -> Kafka) {ok}; 10 s windows from their end {ok_w}"
+    )
 
 
 # -- the report -----------------------------------------------------------------------------------
 def line(label: str, r: dict) -> None:
     rss = " ".join(f"{r['rss'][q]:.0f}" for q in QUARTERS)
-    print(f"   {label:<44}{r['rate']:9,.0f} rec/s {r['cpu_rate']:9,.0f} rec/CPU-s   RSS MB at 25/50/75/100 %: {rss}")  # fmt: skip
+    print(
+        f"   {label:<44}{r['rate']:9,.0f} rec/s {r['cpu_rate']:9,.0f} rec/CPU-s   RSS MB at 25/50/75/100 %: {rss}"
+    )
 
 
 def ratios(label: str, a: dict, b: dict, target: float | None) -> None:
@@ -1023,7 +1157,7 @@ def ratios(label: str, a: dict, b: dict, target: float | None) -> None:
         if target is None
         else f"   target >= {target:.0%}: {'met' if wall >= target else 'NOT met'}"
     )
-    print(f"   {label:<44}{wall:9.1%} wall     {cpu:9.1%} CPU{met}")  # fmt: skip
+    print(f"   {label:<44}{wall:9.1%} wall     {cpu:9.1%} CPU{met}")
 
 
 def same(a: dict, b: dict) -> str:
@@ -1036,43 +1170,76 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--visitors", type=int, default=200_000,
-                    help="simulated users (about a third visit on the day, ~11 events each); 500k, 5M for bigger runs")  # fmt: skip
+    ap.add_argument(
+        "--visitors",
+        type=int,
+        default=200_000,
+        help="simulated users (about a third visit on the day, ~11 events each); 500k, 5M for bigger runs",
+    )
     ap.add_argument(
         "--stages",
         default="decode,1m,sessions,latency",
         help="comma-separated subset of decode, 1m, sessions, latency",
     )
-    ap.add_argument("--repeat", type=int, default=2,
-                    help="runs of each throughput engine, interleaved; the fastest counts")  # fmt: skip
-    ap.add_argument("--recovery", action="store_true",
-                    help="throughput flows snapshot to a recovery store every 5 s, as `shoplake stream` does")  # fmt: skip
-    ap.add_argument("--sustain-seconds", type=float, default=150,
-                    help="cap on the production process's replay of the day (its sustained rate)")  # fmt: skip
-    ap.add_argument("--latency-rate", type=float, default=None,
-                    help="offered records/s in the latency run (default: 50 %% of the sustained rate)")  # fmt: skip
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs of each throughput engine, interleaved; the fastest counts",
+    )
+    ap.add_argument(
+        "--recovery",
+        action="store_true",
+        help="throughput flows snapshot to a recovery store every 5 s, as `shoplake stream` does",
+    )
+    ap.add_argument(
+        "--sustain-seconds",
+        type=float,
+        default=150,
+        help="cap on the production process's replay of the day (its sustained rate)",
+    )
+    ap.add_argument(
+        "--latency-rate",
+        type=float,
+        default=None,
+        help="offered records/s in the latency run (default: 50 %% of the sustained rate)",
+    )
     ap.add_argument(
         "--latency-seconds", type=float, default=60, help="duration of the live traffic"
     )
-    ap.add_argument("--latency-warmup", type=float, default=100,
-                    help="seconds of traffic before measuring: the merge steps wait for never-seen "
-                         "shards for 3 x SHOPLAKE_STREAM_IDLE_SECONDS (90 s) after their first input")  # fmt: skip
-    ap.add_argument("--latency-pool", type=int, default=100_000,
-                    help="simulated payloads the latency traffic cycles through (fresh event ids)")  # fmt: skip
+    ap.add_argument(
+        "--latency-warmup",
+        type=float,
+        default=100,
+        help="seconds of traffic before measuring: the merge steps wait for never-seen "
+        "shards for 3 x SHOPLAKE_STREAM_IDLE_SECONDS (90 s) after their first input",
+    )
+    ap.add_argument(
+        "--latency-pool",
+        type=int,
+        default=100_000,
+        help="simulated payloads the latency traffic cycles through (fresh event ids)",
+    )
     ap.add_argument(
         "--latency-lateness",
         type=float,
         default=0,
         help="SHOPLAKE_STREAM_LATENESS_SECONDS of the latency run (production: 30)",
     )
-    ap.add_argument("--latency-no-recovery", action="store_true",
-                    help="run the latency process without recovery snapshots (to see their cost)")  # fmt: skip
+    ap.add_argument(
+        "--latency-no-recovery",
+        action="store_true",
+        help="run the latency process without recovery snapshots (to see their cost)",
+    )
     ap.add_argument("--bursts", type=float, default=5, help="bot bursts per second (alert samples)")
     ap.add_argument(
         "--drain", type=float, default=8, help="seconds to keep watching after the traffic"
     )
-    ap.add_argument("--bootstrap", default=None,
-                    help="use this (throw-away) broker instead of starting one; the latency run writes to its shop.metrics.*/shop.alerts")  # fmt: skip
+    ap.add_argument(
+        "--bootstrap",
+        default=None,
+        help="use this (throw-away) broker instead of starting one; the latency run writes to its shop.metrics.*/shop.alerts",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -1080,9 +1247,9 @@ def main() -> None:
         return
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
 
-    from shoplake.ingest import Ingestor
-    from shoplake.pii import Pseudonymizer
-    from shoplake.platform.topics import TopicSpec, ensure_topics
+    from shoplake.core.ingest import Ingestor
+    from shoplake.core.pii import Pseudonymizer
+    from shoplake.core.platform.topics import TopicSpec, ensure_topics
     from tests.conftest import start_broker
 
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-bench-stream-"))
@@ -1099,21 +1266,35 @@ def main() -> None:
             bootstrap = broker.bootstrap
         tag = uuid.uuid4().hex[:6]
         topics = (f"bench.stream-{tag}.events", f"bench.stream-{tag}.dlq")
-        ensure_topics(bootstrap, {topics[0]: TopicSpec(topics[0], EVENT_PARTITIONS, -1, "delete"),
-                                  topics[1]: TopicSpec(topics[1], DLQ_PARTITIONS, -1, "delete")})  # fmt: skip
+        ensure_topics(
+            bootstrap,
+            {
+                topics[0]: TopicSpec(topics[0], EVENT_PARTITIONS, -1, "delete"),
+                topics[1]: TopicSpec(topics[1], DLQ_PARTITIONS, -1, "delete"),
+            },
+        )
         t = time.perf_counter()
         day = clock.today() - timedelta(days=1)
         sink = BenchTopicsSink(Ingestor(Pseudonymizer(b"bench-key", "k1")), bootstrap, *topics)
         simulate_day(day, args.visitors, sink, tmp)
         total, visitors = sum(sink.counts.values()), len(sink.visitors)
-        print(f"input: {total:,} records of {day} ({sink.counts[topics[0]]:,} events, "
-              f"{sink.counts[topics[1]]:,} DLQ, faults on) from {args.visitors:,} simulated users, "
-              f"{visitors:,} of whom visit that day; produced in {time.perf_counter() - t:.0f} s")  # fmt: skip
+        print(
+            f"input: {total:,} records of {day} ({sink.counts[topics[0]]:,} events, "
+            f"{sink.counts[topics[1]]:,} DLQ, faults on) from {args.visitors:,} simulated users, "
+            f"{visitors:,} of whom visit that day; produced in {time.perf_counter() - t:.0f} s"
+        )
         del sink
-        common = {"bootstrap": bootstrap, "events_topic": topics[0], "dlq_topic": topics[1],
-                  "total": total, "recovery": args.recovery}  # fmt: skip
-        print("throughput: each run its own process, reading both topics from Kafka to EOF; "
-              f"Bytewax: run_main, 1 worker, {'recovery every 5 s' if args.recovery else 'no recovery'}")  # fmt: skip
+        common = {
+            "bootstrap": bootstrap,
+            "events_topic": topics[0],
+            "dlq_topic": topics[1],
+            "total": total,
+            "recovery": args.recovery,
+        }
+        print(
+            "throughput: each run its own process, reading both topics from Kafka to EOF; "
+            f"Bytewax: run_main, 1 worker, {'recovery every 5 s' if args.recovery else 'no recovery'}"
+        )
 
         if "decode" in stages:
             print("\n1. stateless decode + validate (contracts)")
@@ -1131,8 +1312,10 @@ def main() -> None:
             line("Bytewax (1 worker)", f)
             ratios("ratio Bytewax / loop", f, b, TARGETS["1m"])
             ok = "met" if f["rate"] >= 50_000 else "NOT met"
-            print(f"   Bytewax per worker: {f['rate']:,.0f} records/s wall, {f['cpu_rate']:,.0f} per "
-                  f"CPU-second (target >= 50,000/s: {ok})")  # fmt: skip
+            print(
+                f"   Bytewax per worker: {f['rate']:,.0f} records/s wall, {f['cpu_rate']:,.0f} per "
+                f"CPU-second (target >= 50,000/s: {ok})"
+            )
             print(f"   outputs: {same(f, b)}")
         if "sessions" in stages:
             print(f"\n3. sessionization, {visitors:,} visitors over one simulated day")
@@ -1142,13 +1325,17 @@ def main() -> None:
             ratios("ratio Bytewax / loop", f, b, TARGETS["sessions"])
             for label, r in (("Bytewax", f), ("loop", b)):
                 rss = [r["rss"][q] for q in QUARTERS]
-                print(f"   {label} RSS 25 % -> 75 %: {rss[2] - rss[0]:+.0f} MB, 25 % -> 100 %: "
-                      f"{rss[3] - rss[0]:+.0f} MB; peak {r['peak_mb']:.0f} MB")  # fmt: skip
+                print(
+                    f"   {label} RSS 25 % -> 75 %: {rss[2] - rss[0]:+.0f} MB, 25 % -> 100 %: "
+                    f"{rss[3] - rss[0]:+.0f} MB; peak {r['peak_mb']:.0f} MB"
+                )
             print(f"   outputs: {same(f, b)}")
         if "latency" in stages:
             latency(args, tmp, bootstrap, topics, total, broker.pid() if broker else None)
-        print(f"\ntotal {time.perf_counter() - t_all:.0f} s; load average at end: "
-              f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")  # fmt: skip
+        print(
+            f"\ntotal {time.perf_counter() - t_all:.0f} s; load average at end: "
+            f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        )
         done = True
     finally:
         if broker is not None:

@@ -12,16 +12,16 @@ import dagster as dg
 import pandera.polars as pa
 import polars as pl
 
-from pipeline_assets.lakeio import (
+from pipeline_assets.partitions import daily_partitions
+from pipeline_assets.silver.schema import SilverEvent
+from resources import LakeResource
+from shoplake.core.lake.io import (
     LakePath,
     has_partition,
     iter_partition,
     read_manifest,
     read_partition,
 )
-from pipeline_assets.partitions import daily_partitions
-from pipeline_assets.silver.schema import SilverEvent
-from resources import LakeResource
 
 BRONZE_MANIFEST = "matches_manifest"
 SILVER_CONTRACT = "pandera_contract"

@@ -19,7 +19,7 @@ defs = dg.Definitions.merge(
     kafka_topics.defs,
     bronze.defs,
     silver.defs,
-    gold.defs,
+    gold.build_defs(),
     speed.defs,
     speed_sensors.defs,
     checks.defs,

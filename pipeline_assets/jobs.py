@@ -6,7 +6,7 @@ import dagster as dg
 
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.silver.assets import LATENESS_DAYS
-from shoplake.days import lateness_window
+from shoplake.core.days import lateness_window
 
 LAKE = dg.AssetSelection.key_prefixes(["bronze"], ["silver"], ["staging"], ["gold"])
 

@@ -9,8 +9,8 @@ from datetime import date
 import dagster as dg
 import polars as pl
 
-from shoplake.platform.kafka import KafkaUnavailable
-from shoplake.settings import ConfigError
+from shoplake.core.platform.kafka import KafkaUnavailable
+from shoplake.core.settings import ConfigError
 
 # IO-bound assets (Kafka, databases, files) retry with exponential backoff and full jitter.
 IO_RETRY = dg.RetryPolicy(
@@ -31,9 +31,13 @@ def fail_without_retry() -> Iterator[None]:
 
 
 _POLARS_TO_TYPE = {
-    pl.String: "string", pl.Int32: "int", pl.Int64: "bigint", pl.Float64: "double", pl.Boolean: "boolean",
+    pl.String: "string",
+    pl.Int32: "int",
+    pl.Int64: "bigint",
+    pl.Float64: "double",
+    pl.Boolean: "boolean",
     pl.Date: "date",
-}  # fmt: skip
+}
 
 
 def column_schema(frame: pl.DataFrame | pl.Schema) -> dg.TableSchema:

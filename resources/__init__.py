@@ -14,11 +14,12 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from pipeline_assets.lakeio import LakePath, is_object_store, lake_location
-from shoplake.notify import Notification, Notifier
-from shoplake.pii import Pseudonymizer
-from shoplake.settings import Settings, get_settings
-from shoplake.warehouse import query as warehouse_query
+from resources.dbt import dbt_cli
+from shoplake.core.lake.io import LakePath, is_object_store, lake_location
+from shoplake.core.notify import Notification, Notifier
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.settings import Settings, get_settings
+from shoplake.core.warehouse import query as warehouse_query
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -99,7 +100,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return "postgres" if self.dsn else "duckdb"
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-        """Read-only, opened and closed per call (see shoplake.warehouse)."""
+        """Read-only, opened and closed per call (see shoplake.core.warehouse)."""
         return warehouse_query(sql, params, path=self.path, dsn=self.dsn)
 
     def dbt_env(self) -> dict[str, str]:
@@ -142,8 +143,6 @@ class NotifierResource(dg.ConfigurableResource):
 
 
 def _dbt(s: Settings) -> Any:
-    from pipeline_assets.gold.dbt import dbt_cli
-
     return dbt_cli(str(s.dbt_state_dir))
 
 

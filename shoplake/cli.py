@@ -10,30 +10,25 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from shoplake import clock
-from shoplake.days import last_closed_day
-from shoplake.settings import REPO_ROOT, ConfigError, get_settings
+from shoplake.core import clock
+from shoplake.core.days import last_closed_day
+from shoplake.core.settings import REPO_ROOT, ConfigError, get_settings
+from shoplake.simulator.report import report_table
+from shoplake.simulator.shopdb import ShopDB
 
 console = Console()
 DBT_DIR = REPO_ROOT / "dbt_project"
 BROKER_CHECK_S = 10  # how long a command waits for Kafka before it says how to start it
 
 
-def _fail(exc: Exception) -> None:
-    """One line that says what is wrong and what to do; the traceback only with --debug."""
-    if _debug():
-        raise exc
-    console.print(f"[bold red]error:[/] {exc}", soft_wrap=True)
-    sys.exit(1)
-
-
-def _debug() -> bool:
-    ctx = click.get_current_context(silent=True)
-    return bool(ctx and ctx.find_root().params.get("debug"))
+# Errors whose message is written for the person at the terminal (shoplake's own errors derive
+# from these): printed as they are. Any other exception is printed with its type.
+USER_ERRORS = (ValueError, RuntimeError, OSError)
 
 
 class _Commands(click.Group):
-    """Every command ends in one line on an error, unless --debug asks for the traceback."""
+    """The CLI's one error wrapper: every command ends in one line on an error, saying what is
+    wrong and what to do, unless --debug asks for the traceback."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -45,7 +40,7 @@ class _Commands(click.Group):
         except Exception as exc:
             if ctx.params.get("debug"):
                 raise
-            name = "" if isinstance(exc, ConfigError) else f"{type(exc).__name__}: "
+            name = "" if isinstance(exc, USER_ERRORS) else f"{type(exc).__name__}: "
             console.print(f"[bold red]error:[/] {name}{exc}", soft_wrap=True)
             console.print("(run with 'shoplake --debug ...' for the traceback)", style="dim")
             sys.exit(1)
@@ -57,7 +52,7 @@ class _Commands(click.Group):
 def main(debug: bool) -> None:
     """shoplake: e-commerce behaviour data from collector to Kafka to a Dagster lake.
 
-    Settings come from SHOPLAKE_* environment variables (see shoplake/settings.py and the
+    Settings come from SHOPLAKE_* environment variables (see shoplake/core/settings.py and the
     README's settings table).
     """
 
@@ -69,19 +64,21 @@ def kafka() -> None:
 
 
 def _local_kafka():
-    from shoplake.platform.kafka import LocalKafka
+    from shoplake.core.platform.kafka import LocalKafka
 
     settings = get_settings()
     if not settings.kafka_provisioned:
-        _fail(ConfigError(f"SHOPLAKE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: shoplake "
-                          "uses that cluster and provisions no broker. Unset it to use the local one."))  # fmt: skip
+        raise ConfigError(
+            f"SHOPLAKE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is set: shoplake uses that "
+            "cluster and provisions no broker. Unset it to use the local one."
+        )
     return LocalKafka.from_settings(settings)
 
 
 @kafka.command("install")
 def kafka_install() -> None:
     """Resolve the Kafka broker jars from Maven Central (once)."""
-    from shoplake.platform.kafka import kafka_version
+    from shoplake.core.platform.kafka import kafka_version
 
     settings = get_settings()
     if not settings.kafka_provisioned:
@@ -90,14 +87,11 @@ def kafka_install() -> None:
         )
         return
     broker = _local_kafka()
-    try:
-        if broker.installed():
-            console.print(f"Kafka {kafka_version()} already resolved in {broker.libs}")
-            return
-        console.print(f"resolving Apache Kafka {kafka_version()} with Maven (first time only) ...")
-        console.print(f"Kafka jars in {broker.install()}")
-    except Exception as exc:
-        _fail(exc)
+    if broker.installed():
+        console.print(f"Kafka {kafka_version()} already resolved in {broker.libs}")
+        return
+    console.print(f"resolving Apache Kafka {kafka_version()} with Maven (first time only) ...")
+    console.print(f"Kafka jars in {broker.install()}")
 
 
 @kafka.command("start")
@@ -106,17 +100,14 @@ def kafka_install() -> None:
 )
 def kafka_start(timeout: float) -> None:
     """Start the broker in the background and create/update the declared topics."""
-    from shoplake.platform.topics import ensure_topics
+    from shoplake.core.platform.topics import ensure_topics
 
     broker = _local_kafka()
-    try:
-        if not broker.installed():
-            console.print("resolving the Kafka broker with Maven (first time only) ...")
-        console.print(broker.start(timeout=timeout))
-        for change in ensure_topics(broker.bootstrap):
-            console.print(f"  {change}")
-    except Exception as exc:
-        _fail(exc)
+    if not broker.installed():
+        console.print("resolving the Kafka broker with Maven (first time only) ...")
+    console.print(broker.start(timeout=timeout))
+    for change in ensure_topics(broker.bootstrap):
+        console.print(f"  {change}")
 
 
 @kafka.command("stop")
@@ -130,48 +121,46 @@ def kafka_status() -> None:
     """Is the local broker running?"""
     settings = get_settings()
     if not settings.kafka_provisioned:
-        from shoplake.platform.kafka import KafkaUnavailable, wait_for_broker
+        from shoplake.core.platform.kafka import wait_for_broker
 
-        try:
-            wait_for_broker(settings.bootstrap_servers, timeout=5)
-            console.print(f"Kafka: external cluster at {settings.bootstrap_servers} answers")
-        except KafkaUnavailable as exc:
-            _fail(exc)
+        wait_for_broker(settings.bootstrap_servers, timeout=5)
+        console.print(f"Kafka: external cluster at {settings.bootstrap_servers} answers")
         return
     console.print(_local_kafka().status())
 
 
 @kafka.command("topics")
-@click.option("--apply/--no-apply", default=True, show_default=True,
-              help="Create missing topics and apply the declared configs before listing.")  # fmt: skip
+@click.option(
+    "--apply/--no-apply",
+    default=True,
+    show_default=True,
+    help="Create missing topics and apply the declared configs before listing.",
+)
 def kafka_topics(apply: bool) -> None:
-    """Apply shoplake/platform/topics.yaml and list topics with partitions and message counts."""
-    from shoplake.platform.kafka import wait_for_broker
-    from shoplake.platform.topics import describe_topics, ensure_topics, load_topics
+    """Apply shoplake/core/platform/topics.yaml and list topics with partitions and message counts."""
+    from shoplake.core.platform.kafka import wait_for_broker
+    from shoplake.core.platform.topics import describe_topics, ensure_topics, load_topics
 
     settings = get_settings()
-    try:
-        wait_for_broker(settings.bootstrap_servers, timeout=10)
-        if apply:
-            for change in ensure_topics(settings.bootstrap_servers):
-                console.print(f"  {change}")
-        declared = load_topics()
-        table = Table("topic", "partitions", "messages", "retention", "declared")
-        for name, info in describe_topics(settings.bootstrap_servers).items():
-            spec = declared.get(name)
-            retention = (
-                f"{spec.retention_ms / 86_400_000:g}d" if spec and spec.retention_ms > 0 else "-"
-            )
-            table.add_row(
-                name,
-                str(info["partitions"]),
-                str(info["messages"]),
-                retention,
-                "yes" if spec else "no",
-            )
-        console.print(table)
-    except Exception as exc:
-        _fail(exc)
+    wait_for_broker(settings.bootstrap_servers, timeout=10)
+    if apply:
+        for change in ensure_topics(settings.bootstrap_servers):
+            console.print(f"  {change}")
+    declared = load_topics()
+    table = Table("topic", "partitions", "messages", "retention", "declared")
+    for name, info in describe_topics(settings.bootstrap_servers).items():
+        spec = declared.get(name)
+        retention = (
+            f"{spec.retention_ms / 86_400_000:g}d" if spec and spec.retention_ms > 0 else "-"
+        )
+        table.add_row(
+            name,
+            str(info["partitions"]),
+            str(info["messages"]),
+            retention,
+            "yes" if spec else "no",
+        )
+    console.print(table)
 
 
 # -- postgres ------------------------------------------------------------------------------------
@@ -181,37 +170,31 @@ def postgres() -> None:
 
 
 def _local_pg():
-    from shoplake.platform.postgres import LocalPostgres
+    from shoplake.core.platform.postgres import LocalPostgres
 
     settings = get_settings()
     if settings.pg_dsn:
-        _fail(ConfigError("SHOPLAKE_PG_DSN is set: shoplake uses that server and provisions none."))
+        raise ConfigError("SHOPLAKE_PG_DSN is set: shoplake uses that server and provisions none.")
     return LocalPostgres.from_settings(settings)
 
 
 @postgres.command("install")
 def postgres_install() -> None:
     """Install Debian's PostgreSQL server packages if they are missing."""
-    from shoplake.platform.postgres import find_bindir, install_postgres
+    from shoplake.core.platform.postgres import find_bindir, install_postgres
 
     if get_settings().pg_dsn:
         console.print("SHOPLAKE_PG_DSN is set; nothing to install")
         return
-    try:
-        if find_bindir() is None:
-            console.print("installing PostgreSQL with apt-get ...")
-        console.print(f"PostgreSQL binaries in {install_postgres()}")
-    except Exception as exc:
-        _fail(exc)
+    if find_bindir() is None:
+        console.print("installing PostgreSQL with apt-get ...")
+    console.print(f"PostgreSQL binaries in {install_postgres()}")
 
 
 @postgres.command("start")
 def postgres_start() -> None:
     """initdb (first time) and start the local cluster on a free port; prints its DSN."""
-    try:
-        console.print(_local_pg().start())
-    except Exception as exc:
-        _fail(exc)
+    console.print(_local_pg().start())
 
 
 @postgres.command("stop")
@@ -240,13 +223,10 @@ def contracts() -> None:
 
 @contracts.command("export")
 def contracts_export() -> None:
-    """Regenerate shoplake/contracts/schemas/*.json (refuses incompatible changes)."""
-    from shoplake.contracts.schemas import SCHEMA_DIR, export
+    """Regenerate shoplake/core/contracts/schemas/*.json (refuses incompatible changes)."""
+    from shoplake.core.contracts.schemas import SCHEMA_DIR, export
 
-    try:
-        written = export()
-    except ValueError as exc:
-        _fail(exc)
+    written = export()
     console.print(
         f"{len(written)} schema file(s) updated in {SCHEMA_DIR}"
         if written
@@ -257,8 +237,8 @@ def contracts_export() -> None:
 @contracts.command("list")
 def contracts_list() -> None:
     """Event types, versions and their personal fields."""
-    from shoplake.contracts.model import CONTRACTS
-    from shoplake.pii import PII_FIELDS
+    from shoplake.core.contracts.model import CONTRACTS
+    from shoplake.core.pii import PII_FIELDS
 
     table = Table("event_type", "version", "personal fields")
     for (etype, major), (struct, minor) in sorted(CONTRACTS.items()):
@@ -330,8 +310,22 @@ def contracts_list() -> None:
     show_default=True,
     help="Write orders to the shop database (Postgres if SHOPLAKE_PG_DSN, else SQLite).",
 )
-def simulate(target, days, start, users, products, sessions_per_user, seed, rate, live, faults, out,
-             batch_size, concurrency, shopdb) -> None:  # fmt: skip
+def simulate(
+    target,
+    days,
+    start,
+    users,
+    products,
+    sessions_per_user,
+    seed,
+    rate,
+    live,
+    faults,
+    out,
+    batch_size,
+    concurrency,
+    shopdb,
+) -> None:
     """Generate realistic, seeded e-commerce traffic (with labelled faults) and send it somewhere."""
     from shoplake.simulator import FaultRates, SimConfig
     from shoplake.simulator import simulate as run
@@ -343,16 +337,22 @@ def simulate(target, days, start, users, products, sessions_per_user, seed, rate
         first = clock.today()
     else:
         first = last_closed_day(clock.today()) - timedelta(days=days - 1)
-    try:
-        config = SimConfig(start=first, days=days, users=users, products=products, seed=seed,
-                           sessions_per_user=sessions_per_user, faults=FaultRates.parse(faults), rate=rate, live=live)  # fmt: skip
-        sink = _make_sink(settings, target, out, batch_size, concurrency, replay=not live)
-        # after the sink: no shop database is written when nothing can be sent
-        db = _make_shopdb(settings) if shopdb else None
-        report = run(config, sink, db)
-    except Exception as exc:
-        _fail(exc)
-    print_report(report, target)
+    config = SimConfig(
+        start=first,
+        days=days,
+        users=users,
+        products=products,
+        seed=seed,
+        sessions_per_user=sessions_per_user,
+        faults=FaultRates.parse(faults),
+        rate=rate,
+        live=live,
+    )
+    sink = _make_sink(settings, target, out, batch_size, concurrency, replay=not live)
+    # after the sink: no shop database is written when nothing can be sent
+    db = ShopDB.from_settings(settings) if shopdb else None
+    report = run(config, sink, db)
+    console.print(report_table(report, target))
 
 
 def _make_sink(
@@ -363,8 +363,8 @@ def _make_sink(
     if target == "files":
         return FilesSink(out or settings.home / "sim")
     if target == "kafka":
-        from shoplake.ingest import Ingestor
-        from shoplake.platform.kafka import wait_for_broker
+        from shoplake.core.ingest import Ingestor
+        from shoplake.core.platform.kafka import wait_for_broker
 
         wait_for_broker(settings.bootstrap_servers, timeout=10)
         return KafkaSink(Ingestor.from_settings(settings), settings.bootstrap_servers)
@@ -375,49 +375,26 @@ def _make_sink(
     return sink
 
 
-def _make_shopdb(settings):
-    from shoplake.simulator.shopdb import ShopDB
-
-    return ShopDB(settings.pg_dsn, settings.shopdb_sqlite_path)
-
-
-def print_report(report, target: str) -> None:
-    table = Table("what", "count", title=f"simulation ({report.seconds:.1f}s)")
-    table.add_row("events sent", str(report.records))
-    table.add_row("  expected accepted", str(report.expected_accepted))
-    table.add_row("  expected rejected (DLQ)", str(report.expected_rejected))
-    for fault, n in sorted(report.faults.items()):
-        table.add_row(f"  fault: {fault}", str(n))
-    if report.not_yet_arrived:
-        table.add_row("  held back (would arrive in the future)", str(report.not_yet_arrived))
-    table.add_row("orders", str(report.orders))
-    for k, v in sorted(report.sink.items()):
-        table.add_row(f"{target}: {k}", str(v))
-    for t, n in report.db_rows.items():
-        table.add_row(f"shop db: {t}", str(n))
-    console.print(table)
-
-
 # -- import --------------------------------------------------------------------------------------
 @main.command("import")
 @click.argument("source", type=click.Path(exists=True, path_type=Path))
-@click.option("--mapping", required=True,
-              help="A shipped mapping (rees46, olist) or the path of your own YAML mapping.")  # fmt: skip
+@click.option(
+    "--mapping",
+    required=True,
+    help="A shipped mapping (rees46, olist) or the path of your own YAML mapping.",
+)
 def import_(source: Path, mapping: str) -> None:
     """Map a CSV/Parquet export (a file or folder) onto the contracts and land it in bronze by day.
 
     Rows that fail the contract are kept in bronze/import_rejects with the reason.
     """
-    from pipeline_assets.lakeio import lake_location
+    from shoplake.core.ingest import Ingestor
+    from shoplake.core.lake.io import lake_location
     from shoplake.importers.land import import_file
-    from shoplake.ingest import Ingestor
 
     settings = get_settings()
-    try:
-        lake = lake_location(settings.lake_root, settings.s3_endpoint_url)
-        report = import_file(mapping, source, lake, Ingestor.from_settings(settings))
-    except Exception as exc:
-        _fail(exc)
+    lake = lake_location(settings.lake_root, settings.s3_endpoint_url)
+    report = import_file(mapping, source, lake, Ingestor.from_settings(settings))
     table = Table("what", "count", title=f"import {report.mapping} from {source}")
     table.add_row("rows read", str(report.rows_read))
     table.add_row("landed in bronze", str(report.landed))
@@ -428,12 +405,14 @@ def import_(source: Path, mapping: str) -> None:
     table.add_row("days", f"{len(days)} ({days[0]} .. {days[-1]})" if days else "0")
     console.print(table)
     if report.rejected:
-        console.print(f"rejected rows are in {report.rejects_at}, with their reasons; the most "
-                      "common:", soft_wrap=True)  # fmt: skip
+        console.print(
+            f"rejected rows are in {report.rejects_at}, with their reasons; the most common:",
+            soft_wrap=True,
+        )
         for reason, n in report.rejected.most_common(3):
             console.print(f"  {reason} ({n}): {report.examples[reason]}", soft_wrap=True)
     if not report.landed:
-        _fail(ValueError("nothing was landed: every row was rejected or skipped (see above)"))
+        raise ValueError("nothing was landed: every row was rejected or skipped (see above)")
     console.print(f"next: shoplake materialize {days[0]} {days[-1]} --no-kafka", soft_wrap=True)
 
 
@@ -441,10 +420,18 @@ def import_(source: Path, mapping: str) -> None:
 @main.command("materialize")
 @click.argument("first", type=click.DateTime(formats=["%Y-%m-%d"]))
 @click.argument("last", type=click.DateTime(formats=["%Y-%m-%d"]), required=False)
-@click.option("--select", "selection", default="*", show_default=True,
-              help="Dagster asset selection, e.g. 'silver/events+' or 'group:gold_commerce'.")  # fmt: skip
-@click.option("--no-kafka", is_flag=True,
-              help="Leave out bronze/events and bronze/dlq_events: for a lake fed only by 'shoplake import'.")  # fmt: skip
+@click.option(
+    "--select",
+    "selection",
+    default="*",
+    show_default=True,
+    help="Dagster asset selection, e.g. 'silver/events+' or 'group:gold_commerce'.",
+)
+@click.option(
+    "--no-kafka",
+    is_flag=True,
+    help="Leave out bronze/events and bronze/dlq_events: for a lake fed only by 'shoplake import'.",
+)
 def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
     """Build the lake for the days FIRST..LAST (default: FIRST only) in one Dagster run.
 
@@ -462,19 +449,21 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
     settings = get_settings()
     first, last = first.date(), (last or first).date()
     if last < first:
-        _fail(ValueError(f"LAST ({last}) is before FIRST ({first}): give the days in order"))
+        raise ValueError(f"LAST ({last}) is before FIRST ({first}): give the days in order")
     if no_kafka:
         selection = without_kafka(selection)
     elif selection == "*":  # bronze reads Kafka: say so now, not after Dagster has started
-        from shoplake.platform.kafka import wait_for_broker
+        from shoplake.core.platform.kafka import wait_for_broker
 
         wait_for_broker(settings.bootstrap_servers, timeout=BROKER_CHECK_S)
     log = settings.home / "run" / "materialize.log"
     env = run_env(settings, first)
     if first < settings.partitions_start:
-        console.print(f"note: {first} is before SHOPLAKE_PARTITIONS_START ({settings.partitions_start}); "
-                      f"this run uses {first}. To see these days in 'dagster dev', export "
-                      f"SHOPLAKE_PARTITIONS_START={first}")  # fmt: skip
+        console.print(
+            f"note: {first} is before SHOPLAKE_PARTITIONS_START ({settings.partitions_start}); "
+            f"this run uses {first}. To see these days in 'dagster dev', export "
+            f"SHOPLAKE_PARTITIONS_START={first}"
+        )
     console.print(f"materializing {first}..{last} through Dagster (log {log}) ...")
     with console.status("Dagster: bronze -> silver -> gold ..."):
         code = materialize(Materialization(first, last, selection), env, log)
@@ -482,14 +471,23 @@ def materialize_cmd(first, last, selection: str, no_kafka: bool) -> None:
     if summary is not None:
         print_run_summary(summary)
     if code != 0:
-        _fail(RuntimeError(f"the Dagster run failed; Dagster's output is in {log}"))
-    console.print(f"[green]done:[/] {first}..{last} (DAGSTER_HOME={env['DAGSTER_HOME']}; "
-                  "'dagster dev' shows the run)", soft_wrap=True)  # fmt: skip
+        raise RuntimeError(f"the Dagster run failed; Dagster's output is in {log}")
+    console.print(
+        f"[green]done:[/] {first}..{last} (DAGSTER_HOME={env['DAGSTER_HOME']}; "
+        "'dagster dev' shows the run)",
+        soft_wrap=True,
+    )
 
 
 def print_run_summary(summary) -> None:
-    table = Table("asset", "rows", "checks passed", "checks failed", "error",
-                  title=f"run {summary.run_id[:8]}: {summary.status}")  # fmt: skip
+    table = Table(
+        "asset",
+        "rows",
+        "checks passed",
+        "checks failed",
+        "error",
+        title=f"run {summary.run_id[:8]}: {summary.status}",
+    )
     for name, outcome in sorted(summary.assets.items()):
         table.add_row(
             name,
@@ -531,14 +529,22 @@ def dbt(dbt_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--host", default=None, help="Bind address (default SHOPLAKE_COLLECTOR_HOST).")
 @click.option("--port", type=int, default=None, help="Port (default SHOPLAKE_COLLECTOR_PORT).")
-@click.option("--log-level", default="warning", show_default=True,
-              type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]))  # fmt: skip
-@click.option("--workers", default=1, show_default=True,
-              help="Worker processes (rate limits are then per process).")  # fmt: skip
+@click.option(
+    "--log-level",
+    default="warning",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug", "trace"]),
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    help="Worker processes (rate limits are then per process).",
+)
 def collector(host: str | None, port: int | None, log_level: str, workers: int) -> None:
     """Run the HTTP collector in the foreground: POST /v1/events, GET /healthz, GET /metrics."""
     from shoplake.collector.server import serve
-    from shoplake.platform.kafka import wait_for_broker
+    from shoplake.core.platform.kafka import wait_for_broker
 
     settings = get_settings()
     host, port = host or settings.collector_host, port or settings.collector_port
@@ -553,59 +559,119 @@ def collector(host: str | None, port: int | None, log_level: str, workers: int) 
 # -- stream --------------------------------------------------------------------------------------
 @main.command()
 @click.option("-w", "--workers", default=1, show_default=True, help="Worker threads per process.")
-@click.option("-p", "--processes", default=1, show_default=True,
-              help="Local processes forming one Bytewax cluster (each gets -i and the address list).")  # fmt: skip
-@click.option("-i", "--process-id", type=int, default=None,
-              help="This process's id in a multi-host cluster; needs --addresses.")  # fmt: skip
-@click.option("-a", "--addresses", default=None,
-              help="host:port of every process of a multi-host cluster, ';'-separated.")  # fmt: skip
-@click.option("--recovery-dir", type=click.Path(path_type=Path), default=None,
-              help="Bytewax recovery partitions; created when missing. Default: $SHOPLAKE_HOME/stream/recovery.")  # fmt: skip
-@click.option("--recovery-parts", type=int, default=None,
-              help="Partitions to create on first use (fixed afterwards). Default: max(4, workers x processes).")  # fmt: skip
+@click.option(
+    "-p",
+    "--processes",
+    default=1,
+    show_default=True,
+    help="Local processes forming one Bytewax cluster (each gets -i and the address list).",
+)
+@click.option(
+    "-i",
+    "--process-id",
+    type=int,
+    default=None,
+    help="This process's id in a multi-host cluster; needs --addresses.",
+)
+@click.option(
+    "-a",
+    "--addresses",
+    default=None,
+    help="host:port of every process of a multi-host cluster, ';'-separated.",
+)
+@click.option(
+    "--recovery-dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Bytewax recovery partitions; created when missing. Default: $SHOPLAKE_HOME/stream/recovery.",
+)
+@click.option(
+    "--recovery-parts",
+    type=int,
+    default=None,
+    help="Partitions to create on first use (fixed afterwards). Default: max(4, workers x processes).",
+)
 @click.option(
     "--no-recovery", is_flag=True, help="Run without recovery (restarts begin again at --from)."
 )
 @click.option(
     "--reset", is_flag=True, help="Delete the recovery state first, so everything is reprocessed."
 )
-@click.option("-s", "--snapshot-interval", default=5, show_default=True,
-              help="Seconds between state snapshots; a restart replays at most this much.")  # fmt: skip
-@click.option("--eof", is_flag=True,
-              help="Stop at the end of the topics (backfills, tests); results then depend on the input only.")  # fmt: skip
-@click.option("--from", "start", type=click.Choice(["beginning", "end"]), default="beginning",
-              show_default=True, help="Where a first start (no recovery state) reads the topics from.")  # fmt: skip
-@click.option("--metrics-port", type=int, default=None,
-              help="Prometheus port (+ process id); 0 disables. Default SHOPLAKE_STREAM_METRICS_PORT or 9108.")  # fmt: skip
-def stream(workers, processes, process_id, addresses, recovery_dir, recovery_parts, no_recovery, reset,
-           snapshot_interval, eof, start, metrics_port) -> None:  # fmt: skip
+@click.option(
+    "-s",
+    "--snapshot-interval",
+    default=5,
+    show_default=True,
+    help="Seconds between state snapshots; a restart replays at most this much.",
+)
+@click.option(
+    "--eof",
+    is_flag=True,
+    help="Stop at the end of the topics (backfills, tests); results then depend on the input only.",
+)
+@click.option(
+    "--from",
+    "start",
+    type=click.Choice(["beginning", "end"]),
+    default="beginning",
+    show_default=True,
+    help="Where a first start (no recovery state) reads the topics from.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus port (+ process id); 0 disables. Default SHOPLAKE_STREAM_METRICS_PORT or 9108.",
+)
+def stream(
+    workers,
+    processes,
+    process_id,
+    addresses,
+    recovery_dir,
+    recovery_parts,
+    no_recovery,
+    reset,
+    snapshot_interval,
+    eof,
+    start,
+    metrics_port,
+) -> None:
     """Run the Bytewax speed layer: live metrics, daily totals, sessions, top products and alerts.
 
     Runs `python -m bytewax.run streaming.run:flow` with recovery. Tables land in
     $SHOPLAKE_HOME/lake/speed (and Postgres schema `realtime` when SHOPLAKE_PG_DSN is set); metrics,
     sessions and alerts also go to their Kafka topics. Other settings: SHOPLAKE_STREAM_* (see
-    streaming/config.py).
+    shoplake/core/stream_config.py).
     """
-    from shoplake.platform.kafka import wait_for_broker
-    from streaming.config import recovery_dir as default_recovery_dir
+    from shoplake.core.platform.kafka import wait_for_broker
     from streaming.launch import Launch, reset_recovery, run
 
     wait_for_broker(get_settings().bootstrap_servers, timeout=BROKER_CHECK_S)
 
     if (process_id is None) != (addresses is None):
-        _fail(
-            click.UsageError(
-                "--process-id and --addresses go together (one member of a multi-host cluster)"
-            )
+        raise ValueError(
+            "--process-id and --addresses go together (one member of a multi-host cluster)"
         )
-    directory = None if no_recovery else (recovery_dir or default_recovery_dir())
+    directory = None if no_recovery else (recovery_dir or get_settings().stream_recovery_dir)
     if reset and directory is not None:
         reset_recovery(directory)
-    launch = Launch(workers=workers, processes=processes, process_id=process_id, addresses=addresses,
-                    recovery_dir=directory, recovery_parts=recovery_parts, snapshot_seconds=snapshot_interval,
-                    eof=eof, start=start, metrics_port=metrics_port)  # fmt: skip
-    console.print(f"speed layer: {processes} process(es) x {workers} worker(s); recovery "
-                  f"{directory or 'off'}; {'until the end of the topics' if eof else 'following the topics'}")  # fmt: skip
+    launch = Launch(
+        workers=workers,
+        processes=processes,
+        process_id=process_id,
+        addresses=addresses,
+        recovery_dir=directory,
+        recovery_parts=recovery_parts,
+        snapshot_seconds=snapshot_interval,
+        eof=eof,
+        start=start,
+        metrics_port=metrics_port,
+    )
+    console.print(
+        f"speed layer: {processes} process(es) x {workers} worker(s); recovery "
+        f"{directory or 'off'}; {'until the end of the topics' if eof else 'following the topics'}"
+    )
     try:
         code = run(launch)
     except KeyboardInterrupt:
@@ -615,25 +681,35 @@ def stream(workers, processes, process_id, addresses, recovery_dir, recovery_par
 
 # -- demo ----------------------------------------------------------------------------------------
 @main.command()
-@click.option("--days", default=7, show_default=True,
-              help="Days of history to simulate, ending today (the closed ones are backfilled).")  # fmt: skip
+@click.option(
+    "--days",
+    default=7,
+    show_default=True,
+    help="Days of history to simulate, ending today (the closed ones are backfilled).",
+)
 @click.option("--users", default=1500, show_default=True, help="Simulated visitors.")
 @click.option("--rate", default=50.0, show_default=True, help="Live traffic, events per second.")
-@click.option("--once", is_flag=True,
-              help="Short non-interactive run: live traffic for --duration (default 60 s), verify "
-                   "the numbers, stop everything, exit 0 or 1.")  # fmt: skip
-@click.option("--duration", type=float, default=None, envvar="DEMO_DURATION",
-              help="Seconds of live traffic before stopping (env DEMO_DURATION). Default: until Ctrl-C.")  # fmt: skip
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Short non-interactive run: live traffic for --duration (default 60 s), verify "
+    "the numbers, stop everything, exit 0 or 1.",
+)
+@click.option(
+    "--duration",
+    type=float,
+    default=None,
+    envvar="DEMO_DURATION",
+    help="Seconds of live traffic before stopping (env DEMO_DURATION). Default: until Ctrl-C.",
+)
 def demo(days: int, users: int, rate: float, once: bool, duration: float | None) -> None:
     """The whole platform locally: Kafka, collector, speed layer, a week of history, the Dagster
     backfill, then the Dagster UI (:3000), dashboards (:8501) and metrics with live traffic."""
     from shoplake.demo import run_demo
 
-    try:
-        code = run_demo(days=days, users=users, once=once, duration=duration, rate=rate,
-                        console=console)  # fmt: skip
-    except Exception as exc:
-        _fail(exc)
+    code = run_demo(
+        days=days, users=users, once=once, duration=duration, rate=rate, console=console
+    )
     sys.exit(code)
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from shoplake import clock
-from shoplake.settings import REPO_ROOT, Settings
+from shoplake.core import clock
+from shoplake.core.settings import REPO_ROOT, Settings
 
 # The assets read from Kafka; a lake fed only by 'shoplake import' leaves them out.
 KAFKA_ASSETS = ("bronze/events", "bronze/dlq_events")
@@ -32,9 +32,19 @@ class Materialization:
 
     def command(self) -> list[str]:
         dagster = Path(sys.executable).with_name("dagster")
-        return [str(dagster), "asset", "materialize", "-m", "pipeline_assets.definitions",
-                "--select", self.selection, "--partition-range", f"{self.first}...{self.last}",
-                "--config-json", json.dumps(IN_PROCESS)]  # fmt: skip
+        return [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "pipeline_assets.definitions",
+            "--select",
+            self.selection,
+            "--partition-range",
+            f"{self.first}...{self.last}",
+            "--config-json",
+            json.dumps(IN_PROCESS),
+        ]
 
 
 def without_kafka(selection: str = "*") -> str:
@@ -72,8 +82,14 @@ def materialize(run: Materialization, env: dict[str, str], log: Path, timeout: f
     """Run it, appending Dagster's output to ``log``; the exit code of ``dagster``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
-        proc = subprocess.run(run.command(), env=env, stdout=out, stderr=subprocess.STDOUT,
-                              cwd=REPO_ROOT, timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            run.command(),
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            timeout=timeout,
+        )
     return proc.returncode
 
 

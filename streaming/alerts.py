@@ -24,9 +24,9 @@ from collections.abc import Iterable
 import msgspec
 from bytewax.operators import StatefulBatchLogic
 
-from streaming.config import AlertRules, StreamConfig
+from shoplake.core.speed.rows import Alert, WindowMetrics, alert_id
+from shoplake.core.stream_config import AlertRules, StreamConfig
 from streaming.events import LiveEvent, from_ms
-from streaming.rows import Alert, WindowMetrics, alert_id
 from streaming.windows import WINDOW_1M, ShardLogic, TumblingWindower
 
 DAY_MS = 86_400_000
@@ -48,11 +48,18 @@ def next_run(run: list[int] | None, event_ms: int, bot_gap_ms: int) -> list[int]
 def bot_alert(e: LiveEvent, clicks: int, bot_gap_ms: int) -> Alert:
     return Alert(
         alert_id=alert_id("bot_click_cadence", e.anonymous_id, e.event_ms // DAY_MS),
-        rule="bot_click_cadence", severity="warning",
-        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)), subject=e.anonymous_id,
-        evidence=evidence(clicks=clicks, max_gap_ms=bot_gap_ms, event_id=e.event_id,
-                          event_at=e.event_at.isoformat(), bot_user_agent=e.is_bot_ua),
-    )  # fmt: skip
+        rule="bot_click_cadence",
+        severity="warning",
+        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)),
+        subject=e.anonymous_id,
+        evidence=evidence(
+            clicks=clicks,
+            max_gap_ms=bot_gap_ms,
+            event_id=e.event_id,
+            event_at=e.event_at.isoformat(),
+            bot_user_agent=e.is_bot_ua,
+        ),
+    )
 
 
 def large_purchase_alert(e: LiveEvent, orders: int, cents: int, rules: AlertRules) -> Alert | None:
@@ -65,12 +72,18 @@ def large_purchase_alert(e: LiveEvent, orders: int, cents: int, rules: AlertRule
         return None
     return Alert(
         alert_id=alert_id("large_purchase", e.anonymous_id, e.order_id or e.event_id),
-        rule="large_purchase", severity="warning",
-        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)), subject=e.anonymous_id,
-        evidence=evidence(order_id=e.order_id, order_total=e.revenue_cents / 100,
-                          average_order_value=round(average / 100, 2), prior_orders=orders,
-                          factor=rules.big_purchase_factor),
-    )  # fmt: skip
+        rule="large_purchase",
+        severity="warning",
+        window_start=from_ms(WINDOW_1M.start_ms(e.event_ms)),
+        subject=e.anonymous_id,
+        evidence=evidence(
+            order_id=e.order_id,
+            order_total=e.revenue_cents / 100,
+            average_order_value=round(average / 100, 2),
+            prior_orders=orders,
+            factor=rules.big_purchase_factor,
+        ),
+    )
 
 
 def window_alerts(cur: WindowMetrics, prev: WindowMetrics | None, rules: AlertRules) -> list[Alert]:
@@ -83,29 +96,63 @@ def window_alerts(cur: WindowMetrics, prev: WindowMetrics | None, rules: AlertRu
             and prev.events >= r.spike_min_events
             and cur.events > r.spike_ratio * prev.events
         ):
-            found.append(("traffic_spike", "warning", evidence(
-                events=cur.events, previous_events=prev.events,
-                ratio=round(cur.events / prev.events, 3), threshold=r.spike_ratio)))  # fmt: skip
+            found.append(
+                (
+                    "traffic_spike",
+                    "warning",
+                    evidence(
+                        events=cur.events,
+                        previous_events=prev.events,
+                        ratio=round(cur.events / prev.events, 3),
+                        threshold=r.spike_ratio,
+                    ),
+                )
+            )
         total = cur.events + cur.rejected
         if total >= r.error_min_total and cur.rejected > r.error_rate * total:
-            found.append(("error_rate", "critical", evidence(
-                rejected=cur.rejected, events=cur.events, error_rate=round(cur.rejected / total, 6),
-                threshold=r.error_rate)))  # fmt: skip
+            found.append(
+                (
+                    "error_rate",
+                    "critical",
+                    evidence(
+                        rejected=cur.rejected,
+                        events=cur.events,
+                        error_rate=round(cur.rejected / total, 6),
+                        threshold=r.error_rate,
+                    ),
+                )
+            )
     elif (
         cur.window_size == "5m"
         and prev is not None
         and prev.purchases >= r.drop_min_purchases
         and cur.revenue < r.drop_ratio * prev.revenue
     ):
-        found.append(("revenue_drop", "critical", evidence(
-            revenue=cur.revenue, previous_revenue=prev.revenue, purchases=cur.purchases,
-            previous_purchases=prev.purchases, threshold=r.drop_ratio)))  # fmt: skip
+        found.append(
+            (
+                "revenue_drop",
+                "critical",
+                evidence(
+                    revenue=cur.revenue,
+                    previous_revenue=prev.revenue,
+                    purchases=cur.purchases,
+                    previous_purchases=prev.purchases,
+                    threshold=r.drop_ratio,
+                ),
+            )
+        )
     subject = f"{cur.window_size}:all"
     return [
-        Alert(alert_id=alert_id(rule, subject, cur.window_start.isoformat()), rule=rule,
-              severity=severity, window_start=cur.window_start, subject=subject, evidence=ev)
+        Alert(
+            alert_id=alert_id(rule, subject, cur.window_start.isoformat()),
+            rule=rule,
+            severity=severity,
+            window_start=cur.window_start,
+            subject=subject,
+            evidence=ev,
+        )
         for rule, severity, ev in found
-    ]  # fmt: skip
+    ]
 
 
 class VisitorAlertsLogic(ShardLogic):

@@ -18,10 +18,10 @@ from datetime import UTC, date, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
 
+from shoplake.core.speed.rows import DailyTotals
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.events import LiveEvent
-from streaming.rows import DailyTotals
 from streaming.windows import LATE_HORIZON_MS, WINDOW_1M, Delta, Late, ShardLogic
 
 DAY_MS = 86_400_000
@@ -134,9 +134,14 @@ class DailyMergeLogic(StatefulBatchLogic):
         return DailyTotals(
             event_date=date(1970, 1, 1) + timedelta(days=day),
             arrival_date=date(1970, 1, 1) + timedelta(days=arrival),
-            events=t[0], bot_events=t[1], purchases=t[2], orders=t[7], revenue=t[4] / 100,
-            bot_revenue=t[5] / 100, unique_visitors=t[6],
-        )  # fmt: skip
+            events=t[0],
+            bot_events=t[1],
+            purchases=t[2],
+            orders=t[7],
+            revenue=t[4] / 100,
+            bot_revenue=t[5] / 100,
+            unique_visitors=t[6],
+        )
 
     def _emit(self) -> list:
         self.next_emit = time.time() + self.interval

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.events import LiveEvent
 
 

@@ -1,7 +1,7 @@
 """What the speed layer computes on: a slim :class:`LiveEvent` decoded from a Kafka message with
 the contracts, or a :class:`Reject` saying why not.
 
-Event time follows silver exactly: both use :mod:`shoplake.contracts.event_time`, and a future
+Event time follows silver exactly: both use :mod:`shoplake.core.contracts.event_time`, and a future
 event is excluded as silver quarantines it.
 
 Every record is assigned a *shard*: its Kafka partition and a hash of its key (the visitor) into
@@ -12,21 +12,17 @@ order, so per-shard results do not depend on how partitions interleave.
 from __future__ import annotations
 
 import hashlib
-import re
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 import msgspec
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
-from shoplake import clock
-from shoplake.contracts import ContractViolation, decode_event
-from shoplake.contracts.event_time import event_time, is_future
-from shoplake.ingest import MAX_EVENT_BYTES, DlqRecord
+from shoplake.core import clock, rules
+from shoplake.core.contracts import ContractViolation, decode_event
+from shoplake.core.contracts.event_time import event_time, is_future
+from shoplake.core.ingest import MAX_EVENT_BYTES, DlqRecord
 
-# The same pattern as pipeline_assets.silver.events.BOT_UA (a test keeps them equal); copied so
-# the stream does not import the Dagster code location.
-BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
 FUTURE_EVENT = "future_event"
 SOURCE_ERROR = "kafka_source_error"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -108,9 +104,8 @@ def all_shards(partitions: int, sub_shards: int, dlq_partitions: int = 0) -> tup
     return tuple(events + [dlq_shard(p) for p in range(dlq_partitions)])
 
 
-@lru_cache(maxsize=20_000)
-def is_bot_agent(user_agent: str | None) -> bool:
-    return bool(user_agent) and BOT_UA.search(user_agent) is not None
+# The rule is shoplake.core.rules'; a stream sees few distinct user agents, so it is cached.
+is_bot_agent = lru_cache(maxsize=20_000)(rules.is_bot_agent)
 
 
 def _kafka_ms(msg: KafkaSourceMessage) -> int | None:
@@ -129,8 +124,14 @@ def decode_message(
     if isinstance(msg, KafkaError):
         src = msg.msg
         received = _kafka_ms(src) or now_ms or clock.now_ms()
-        record = DlqRecord(reason=SOURCE_ERROR, error=str(msg.err), raw="", raw_bytes=0,
-                           received_at=from_ms(received), source="stream")  # fmt: skip
+        record = DlqRecord(
+            reason=SOURCE_ERROR,
+            error=str(msg.err),
+            raw="",
+            raw_bytes=0,
+            received_at=from_ms(received),
+            source="stream",
+        )
         shard = shard_of(src.partition or 0, src.key, sub_shards)
         return Reject(SOURCE_ERROR, received, shard, "rejected", _dlq_encoder.encode(record))
     received = _kafka_ms(msg) or now_ms or clock.now_ms()
@@ -143,8 +144,13 @@ def decode_message(
             )
         if rec.source == "stream":
             return None
-        return Reject(rec.reason, ms(rec.received_at), dlq_shard(msg.partition or 0), "rejected",
-                      event_id=rec.event_id)  # fmt: skip
+        return Reject(
+            rec.reason,
+            ms(rec.received_at),
+            dlq_shard(msg.partition or 0),
+            "rejected",
+            event_id=rec.event_id,
+        )
     shard = shard_of(msg.partition or 0, msg.key, sub_shards)
     raw = msg.value or b""
     try:
@@ -154,10 +160,15 @@ def decode_message(
     except ContractViolation as exc:
         # Values in the events topic are already pseudonymized; the raw payload is kept as is.
         record = DlqRecord(
-            reason=exc.reason, error=str(exc)[:1000], raw=raw.decode("utf-8", errors="replace"),
-            raw_bytes=len(raw), received_at=from_ms(received), source="stream",
-            event_type=exc.event_type, contract_version=exc.version,
-        )  # fmt: skip
+            reason=exc.reason,
+            error=str(exc)[:1000],
+            raw=raw.decode("utf-8", errors="replace"),
+            raw_bytes=len(raw),
+            received_at=from_ms(received),
+            source="stream",
+            event_type=exc.event_type,
+            contract_version=exc.version,
+        )
         return Reject(exc.reason, received, shard, "rejected", _dlq_encoder.encode(record))
     received_at = event.received_at or from_ms(received)
     received_ms = ms(received_at)

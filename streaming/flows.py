@@ -22,15 +22,15 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
+from shoplake.core.speed.rows import Row, WindowMetrics
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
 from streaming.alerts import VisitorAlertsLogic, WindowAlertsLogic
-from streaming.config import StreamConfig
 from streaming.daily import DailyMergeLogic, DailyTotalsLogic, day_key
 from streaming.dedupe import DedupeLogic
 from streaming.events import LiveEvent, Reject, decode_message
 from streaming.live_metrics import LateMergeLogic, WindowMetricsLogic, finish_metrics, merge_metrics
 from streaming.products import TopProductsLogic, finish_top, merge_products
-from streaming.rows import Row, WindowMetrics
 from streaming.sessions import SessionsLogic, finish_active, merge_counts
 from streaming.sinks import kafka_message
 from streaming.windows import WINDOW_1M, WINDOW_5M, WINDOW_10S, Late, MergeLogic, TumblingWindower
@@ -183,15 +183,23 @@ def build_flow(source: Source, sinks: Sinks, config: StreamConfig | None = None)
         )
         keyed = op.key_on(f"key_{name}_overall", overall, lambda row: row.window_size)
         judged = op.stateful_batch(
-            f"detect_{name}_anomalies", keyed,
+            f"detect_{name}_anomalies",
+            keyed,
             lambda r, w=windower: WindowAlertsLogic(w, config.rules, r),
-        )  # fmt: skip
+        )
         window_alerts.append(op.key_rm(f"unkey_{name}_alerts", judged))
 
     rows = op.merge(
-        "collect_rows", *metric_rows.values(), late_rows, daily_rows, session_rows, active_rows,
-        top_rows, visitor_alerts, *window_alerts,
-    )  # fmt: skip
+        "collect_rows",
+        *metric_rows.values(),
+        late_rows,
+        daily_rows,
+        session_rows,
+        active_rows,
+        top_rows,
+        visitor_alerts,
+        *window_alerts,
+    )
     if sinks.tables is not None:
         op.output(
             "write_tables", op.map("key_by_table", rows, lambda row: (row.TABLE, row)), sinks.tables

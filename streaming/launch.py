@@ -17,8 +17,8 @@ from pathlib import Path
 
 from bytewax.recovery import init_db_dir
 
-from shoplake.platform.process import free_port
-from shoplake.settings import REPO_ROOT
+from shoplake.core.platform.process import free_port
+from shoplake.core.settings import REPO_ROOT
 
 FLOW = "streaming.run:flow"
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 from bytewax.operators import StatefulBatchLogic
 
+from shoplake.core.speed.rows import LateEvents, WindowMetrics
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.events import LiveEvent, Reject, from_ms
-from streaming.rows import LateEvents, WindowMetrics
 from streaming.windows import (
     LATE_HORIZON_MS,
     Late,
@@ -30,8 +30,13 @@ EVENTS, PAGE_VIEWS, PRODUCT_VIEWS, ADD_TO_CARTS, CHECKOUTS, PURCHASES, CENTS = r
 VISITORS, BUYERS = 7, 8  # sets in stage 1, counts in partials
 REJECTED, FUTURE = 9, 10
 N_VALUES = 11
-TYPE_COUNTER = {"page_view": PAGE_VIEWS, "product_view": PRODUCT_VIEWS,
-                "add_to_cart": ADD_TO_CARTS, "begin_checkout": CHECKOUTS, "purchase": PURCHASES}  # fmt: skip
+TYPE_COUNTER = {
+    "page_view": PAGE_VIEWS,
+    "product_view": PRODUCT_VIEWS,
+    "add_to_cart": ADD_TO_CARTS,
+    "begin_checkout": CHECKOUTS,
+    "purchase": PURCHASES,
+}
 ALL = ("all", "all")
 
 
@@ -153,14 +158,25 @@ def finish_metrics(windower: TumblingWindower):
 def metrics_row(size: str, start, end, key: tuple[str, str], v: tuple) -> WindowMetrics:
     total = v[EVENTS] + v[REJECTED]
     return WindowMetrics(
-        window_size=size, window_start=start, window_end=end, dimension=key[0],
-        dimension_value=key[1], events=v[EVENTS], unique_visitors=v[VISITORS],
-        page_views=v[PAGE_VIEWS], product_views=v[PRODUCT_VIEWS], add_to_carts=v[ADD_TO_CARTS],
-        checkouts=v[CHECKOUTS], purchases=v[PURCHASES], buyers=v[BUYERS], revenue=v[CENTS] / 100,
+        window_size=size,
+        window_start=start,
+        window_end=end,
+        dimension=key[0],
+        dimension_value=key[1],
+        events=v[EVENTS],
+        unique_visitors=v[VISITORS],
+        page_views=v[PAGE_VIEWS],
+        product_views=v[PRODUCT_VIEWS],
+        add_to_carts=v[ADD_TO_CARTS],
+        checkouts=v[CHECKOUTS],
+        purchases=v[PURCHASES],
+        buyers=v[BUYERS],
+        revenue=v[CENTS] / 100,
         conversion_rate=round(v[BUYERS] / v[VISITORS], 6) if v[VISITORS] else None,
-        rejected=v[REJECTED], future_events=v[FUTURE],
+        rejected=v[REJECTED],
+        future_events=v[FUTURE],
         error_rate=round(v[REJECTED] / total, 6) if total else None,
-    )  # fmt: skip
+    )
 
 
 class LateMergeLogic(StatefulBatchLogic):
@@ -195,5 +211,11 @@ class LateMergeLogic(StatefulBatchLogic):
 
 
 def late_row(size: str, start_ms: int, v: list[int]) -> LateEvents:
-    return LateEvents(window_size=size, window_start=from_ms(start_ms), events=v[0],
-                      purchases=v[1], revenue=v[2] / 100, rejected=v[3])  # fmt: skip
+    return LateEvents(
+        window_size=size,
+        window_start=from_ms(start_ms),
+        events=v[0],
+        purchases=v[1],
+        revenue=v[2] / 100,
+        rejected=v[3],
+    )

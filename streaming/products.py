@@ -6,8 +6,8 @@ Shards hold visitors, not products, so each shard sends its full per-product cou
 
 from __future__ import annotations
 
+from shoplake.core.speed.rows import TopProduct
 from streaming.events import LiveEvent
-from streaming.rows import TopProduct
 from streaming.windows import WINDOW_5M, Partial, ShardLogic, TumblingWindower, window_bounds
 
 RANKED = {"product_view": 0, "add_to_cart": 1}

@@ -2,10 +2,10 @@
 messages: the oracle the tests compare the dataflow with.
 
 It shares no rule with the flow. From the flow's modules it takes only what is not a rule: the
-output rows (the tables' schema) and their id formats (``streaming.rows``), the settings
-(``streaming.config``), which shard a record belongs to (``streaming.events.shard_of``) and the
+output rows (the tables' schema) and their id formats (``shoplake.core.speed.rows``), the settings
+(``shoplake.core.stream_config``), which shard a record belongs to (``streaming.events.shard_of``) and the
 window alignment (``streaming.windows``). Decoding uses the contracts, as silver does, and the DLQ
-record format and size limit of ``shoplake.ingest``. Everything else (what an event counts as,
+record format and size limit of ``shoplake.core.ingest``. Everything else (what an event counts as,
 dedupe, windows and lateness, daily totals, sessions, rankings and every alert rule) is written
 again below from the documentation (``streaming/README.md``, ``docs/architecture.md``, the
 modules' docstrings), in one loop over the messages with dicts. ``tests/test_streaming_flows.py``
@@ -35,13 +35,11 @@ from datetime import UTC, date, datetime, timedelta
 import msgspec
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
-from shoplake import clock
-from shoplake.contracts import ContractViolation, decode_event
-from shoplake.contracts.event_time import event_time, is_future
-from shoplake.ingest import MAX_EVENT_BYTES, DlqRecord
-from streaming.config import StreamConfig
-from streaming.events import shard_of
-from streaming.rows import (
+from shoplake.core import clock
+from shoplake.core.contracts import ContractViolation, decode_event
+from shoplake.core.contracts.event_time import event_time, is_future
+from shoplake.core.ingest import MAX_EVENT_BYTES, DlqRecord
+from shoplake.core.speed.rows import (
     ActiveSessions,
     Alert,
     DailyTotals,
@@ -53,6 +51,8 @@ from streaming.rows import (
     alert_id,
     session_id,
 )
+from shoplake.core.stream_config import StreamConfig
+from streaming.events import shard_of
 from streaming.windows import LATE_HORIZON_MS, WINDOW_1M, WINDOW_5M, WINDOW_10S
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -61,8 +61,17 @@ MINUTE_MS = 60_000
 WINDOWS = (WINDOW_10S, WINDOW_1M, WINDOW_5M)
 # The documented crawler pattern (bot|crawl|spider|scrap|headless|python-requests|curl|wget|
 # httpclient, case-insensitive), as plain substrings.
-BOT_WORDS = ("bot", "crawl", "spider", "scrap", "headless", "python-requests", "curl", "wget",
-             "httpclient")  # fmt: skip
+BOT_WORDS = (
+    "bot",
+    "crawl",
+    "spider",
+    "scrap",
+    "headless",
+    "python-requests",
+    "curl",
+    "wget",
+    "httpclient",
+)
 # Event types with their own counter in window metrics and sessions.
 COUNTED = ("page_view", "product_view", "add_to_cart", "begin_checkout", "purchase")
 
@@ -100,8 +109,15 @@ def json_of(**values) -> str:
 
 
 def stream_dlq(reason: str, error: str, raw: bytes, received: int, **extra) -> bytes:
-    record = DlqRecord(reason=reason, error=error, raw=raw.decode("utf-8", errors="replace"),
-                       raw_bytes=len(raw), received_at=to_dt(received), source="stream", **extra)  # fmt: skip
+    record = DlqRecord(
+        reason=reason,
+        error=error,
+        raw=raw.decode("utf-8", errors="replace"),
+        raw_bytes=len(raw),
+        received_at=to_dt(received),
+        source="stream",
+        **extra,
+    )
     return msgspec.json.encode(record)
 
 
@@ -127,12 +143,20 @@ def read(msg, config: StreamConfig) -> dict | None:
         try:
             record = msgspec.json.decode(raw, type=DlqRecord)
         except (msgspec.DecodeError, msgspec.ValidationError):
-            return {"kind": "rejected", "shard": shard, "received": kafka_time(msg) or clock.now_ms(),
-                    "dlq": None}  # fmt: skip
+            return {
+                "kind": "rejected",
+                "shard": shard,
+                "received": kafka_time(msg) or clock.now_ms(),
+                "dlq": None,
+            }
         if record.source == "stream":
             return None
-        return {"kind": "rejected", "shard": shard, "received": to_ms(record.received_at),
-                "dlq": None}  # fmt: skip
+        return {
+            "kind": "rejected",
+            "shard": shard,
+            "received": to_ms(record.received_at),
+            "dlq": None,
+        }
     shard = shard_of(partition, msg.key, config.sub_shards)
     stamped = kafka_time(msg)
     arrived = stamped or clock.now_ms()
@@ -141,8 +165,14 @@ def read(msg, config: StreamConfig) -> dict | None:
             raise ContractViolation("event_too_large", f"event is {len(raw)} bytes")
         doc = decode_event(raw)
     except ContractViolation as exc:
-        dlq = stream_dlq(exc.reason, str(exc)[:1000], raw, arrived, event_type=exc.event_type,
-                         contract_version=exc.version)  # fmt: skip
+        dlq = stream_dlq(
+            exc.reason,
+            str(exc)[:1000],
+            raw,
+            arrived,
+            event_type=exc.event_type,
+            contract_version=exc.version,
+        )
         return {"kind": "rejected", "shard": shard, "received": arrived, "dlq": dlq}
     received_at = doc.received_at or to_dt(arrived)
     if is_future(received_at, doc.sent_at, doc.occurred_at):
@@ -150,15 +180,23 @@ def read(msg, config: StreamConfig) -> dict | None:
     at = event_time(received_at, doc.sent_at, doc.occurred_at).astimezone(UTC)
     etype = type(doc).__struct_config__.tag  # the contract's event_type
     return {
-        "kind": "event", "shard": shard, "received": to_ms(received_at), "id": str(doc.event_id),
-        "type": etype, "visitor": doc.anonymous_id, "at": at, "ms": to_ms(at),
+        "kind": "event",
+        "shard": shard,
+        "received": to_ms(received_at),
+        "id": str(doc.event_id),
+        "type": etype,
+        "visitor": doc.anonymous_id,
+        "at": at,
+        "ms": to_ms(at),
         # the arrival day is the Kafka timestamp's UTC day (bronze's partition)
         "arrival_day": (stamped if stamped is not None else to_ms(received_at)) // DAY_MS,
-        "platform": doc.context.platform, "device": doc.context.device_type or "unknown",
-        "bot": is_bot_agent(doc.context.user_agent), "product": getattr(doc, "product_id", None),
+        "platform": doc.context.platform,
+        "device": doc.context.device_type or "unknown",
+        "bot": is_bot_agent(doc.context.user_agent),
+        "product": getattr(doc, "product_id", None),
         "order": getattr(doc, "order_id", None),
         "cents": round(doc.total * 100) if etype == "purchase" else 0,
-    }  # fmt: skip
+    }
 
 
 def compute(
@@ -231,8 +269,12 @@ def compute(
             old_wm = before - lateness
             end = old_wm - old_wm % MINUTE_MS + MINUTE_MS  # the first minute end after old_wm
             while end <= wm:
-                n = sum(1 for lst in open_here.values() for s in lst
-                        if s["first_ms"] <= end < s["last"] + gap)  # fmt: skip
+                n = sum(
+                    1
+                    for lst in open_here.values()
+                    for s in lst
+                    if s["first_ms"] <= end < s["last"] + gap
+                )
                 if n:
                     active[end] += n
                 end += MINUTE_MS
@@ -264,8 +306,7 @@ def compute(
                     c["purchases"] += purchase
                     c["cents"] += e["cents"]
                 continue
-            for key in (("all", "all"), ("platform", e["platform"]),
-                        ("device_type", e["device"])):  # fmt: skip
+            for key in (("all", "all"), ("platform", e["platform"]), ("device_type", e["device"])):
                 acc = metrics[(w.name, start)].setdefault(key, new_slice())
                 acc["events"] += 1
                 acc["visitors"].add(visitor)
@@ -288,9 +329,21 @@ def compute(
                 c["cents"] += e["cents"]
         else:
             seen = day_seen[day]
-            t = daily.setdefault((day, e["arrival_day"]), dict.fromkeys(
-                ("events", "bot_events", "purchases", "orders", "cents", "bot_cents", "visitors"),
-                0))  # fmt: skip
+            t = daily.setdefault(
+                (day, e["arrival_day"]),
+                dict.fromkeys(
+                    (
+                        "events",
+                        "bot_events",
+                        "purchases",
+                        "orders",
+                        "cents",
+                        "bot_cents",
+                        "visitors",
+                    ),
+                    0,
+                ),
+            )
             t["events"] += 1
             t["bot_events"] += e["bot"]
             if purchase:
@@ -311,8 +364,12 @@ def compute(
         near = [s for s in mine if s["first_ms"] - gap <= e["ms"] <= s["last"] + gap]
         events = [pair for s in near for pair in s["events"]] + [(arrival, e)]
         first = min((ev for _, ev in events), key=lambda ev: (ev["at"], ev["id"]))
-        joined = {"events": events, "first": first, "first_ms": first["ms"],
-                  "last": max(ev["ms"] for _, ev in events)}  # fmt: skip
+        joined = {
+            "events": events,
+            "first": first,
+            "first_ms": first["ms"],
+            "last": max(ev["ms"] for _, ev in events),
+        }
         # the merged session takes the place of the oldest one it joins (sessions stay in the
         # order they started in, which is the order they close in at the end of the input)
         joins = [any(s is n for n in near) for s in mine]
@@ -335,12 +392,22 @@ def compute(
         if run >= rules.bot_min_clicks:
             aid = alert_id("bot_click_cadence", visitor, day)
             if (aid,) not in out.tables["alerts"]:
-                out.add(Alert(
-                    alert_id=aid, rule="bot_click_cadence", severity="warning",
-                    window_start=to_dt(WINDOW_1M.start_ms(e["ms"])), subject=visitor,
-                    evidence=json_of(clicks=run, max_gap_ms=quick, event_id=e["id"],
-                                     event_at=e["at"].isoformat(), bot_user_agent=e["bot"]),
-                ))  # fmt: skip
+                out.add(
+                    Alert(
+                        alert_id=aid,
+                        rule="bot_click_cadence",
+                        severity="warning",
+                        window_start=to_dt(WINDOW_1M.start_ms(e["ms"])),
+                        subject=visitor,
+                        evidence=json_of(
+                            clicks=run,
+                            max_gap_ms=quick,
+                            event_id=e["id"],
+                            event_at=e["at"].isoformat(),
+                            bot_user_agent=e["bot"],
+                        ),
+                    )
+                )
 
         # Large purchase: above factor x the visitor's average order value so far.
         if purchase:
@@ -350,13 +417,22 @@ def compute(
                 if e["cents"] > rules.big_purchase_factor * average:
                     aid = alert_id("large_purchase", visitor, e["order"] or e["id"])
                     if (aid,) not in out.tables["alerts"]:
-                        out.add(Alert(
-                            alert_id=aid, rule="large_purchase", severity="warning",
-                            window_start=to_dt(WINDOW_1M.start_ms(e["ms"])), subject=visitor,
-                            evidence=json_of(order_id=e["order"], order_total=e["cents"] / 100,
-                                             average_order_value=round(average / 100, 2),
-                                             prior_orders=n, factor=rules.big_purchase_factor),
-                        ))  # fmt: skip
+                        out.add(
+                            Alert(
+                                alert_id=aid,
+                                rule="large_purchase",
+                                severity="warning",
+                                window_start=to_dt(WINDOW_1M.start_ms(e["ms"])),
+                                subject=visitor,
+                                evidence=json_of(
+                                    order_id=e["order"],
+                                    order_total=e["cents"] / 100,
+                                    average_order_value=round(average / 100, 2),
+                                    prior_orders=n,
+                                    factor=rules.big_purchase_factor,
+                                ),
+                            )
+                        )
             orders[visitor] = (n + 1, cents + e["cents"])
 
     # At the end of the input every open session closes.
@@ -370,39 +446,74 @@ def compute(
         for (dim, value), acc in slices.items():
             visitors, buyers = len(acc["visitors"]), len(acc["buyers"])
             total = acc["events"] + acc["rejected"]
-            out.add(WindowMetrics(
-                window_size=size, window_start=to_dt(start),
-                window_end=to_dt(start + lengths[size]), dimension=dim, dimension_value=value,
-                events=acc["events"], unique_visitors=visitors, page_views=acc["page_view"],
-                product_views=acc["product_view"], add_to_carts=acc["add_to_cart"],
-                checkouts=acc["begin_checkout"], purchases=acc["purchase"], buyers=buyers,
-                revenue=acc["cents"] / 100,
-                conversion_rate=round(buyers / visitors, 6) if visitors else None,
-                rejected=acc["rejected"], future_events=acc["future"],
-                error_rate=round(acc["rejected"] / total, 6) if total else None,
-            ))  # fmt: skip
+            out.add(
+                WindowMetrics(
+                    window_size=size,
+                    window_start=to_dt(start),
+                    window_end=to_dt(start + lengths[size]),
+                    dimension=dim,
+                    dimension_value=value,
+                    events=acc["events"],
+                    unique_visitors=visitors,
+                    page_views=acc["page_view"],
+                    product_views=acc["product_view"],
+                    add_to_carts=acc["add_to_cart"],
+                    checkouts=acc["begin_checkout"],
+                    purchases=acc["purchase"],
+                    buyers=buyers,
+                    revenue=acc["cents"] / 100,
+                    conversion_rate=round(buyers / visitors, 6) if visitors else None,
+                    rejected=acc["rejected"],
+                    future_events=acc["future"],
+                    error_rate=round(acc["rejected"] / total, 6) if total else None,
+                )
+            )
     for (size, start), c in late.items():
-        out.add(LateEvents(window_size=size, window_start=to_dt(start), events=c["events"],
-                           purchases=c["purchases"], revenue=c["cents"] / 100,
-                           rejected=c["rejected"]))  # fmt: skip
+        out.add(
+            LateEvents(
+                window_size=size,
+                window_start=to_dt(start),
+                events=c["events"],
+                purchases=c["purchases"],
+                revenue=c["cents"] / 100,
+                rejected=c["rejected"],
+            )
+        )
     for (day, arrived), t in daily.items():
-        out.add(DailyTotals(
-            event_date=to_date(day), arrival_date=to_date(arrived), events=t["events"],
-            bot_events=t["bot_events"], purchases=t["purchases"], orders=t["orders"],
-            revenue=t["cents"] / 100, bot_revenue=t["bot_cents"] / 100,
-            unique_visitors=t["visitors"],
-        ))  # fmt: skip
+        out.add(
+            DailyTotals(
+                event_date=to_date(day),
+                arrival_date=to_date(arrived),
+                events=t["events"],
+                bot_events=t["bot_events"],
+                purchases=t["purchases"],
+                orders=t["orders"],
+                revenue=t["cents"] / 100,
+                bot_revenue=t["bot_cents"] / 100,
+                unique_visitors=t["visitors"],
+            )
+        )
     for end, n in active.items():
-        out.add(ActiveSessions(window_start=to_dt(end - MINUTE_MS), window_end=to_dt(end),
-                               active_sessions=n))  # fmt: skip
+        out.add(
+            ActiveSessions(
+                window_start=to_dt(end - MINUTE_MS), window_end=to_dt(end), active_sessions=n
+            )
+        )
     for start, counts in products.items():
         for ranking, etype in (("views", "product_view"), ("add_to_carts", "add_to_cart")):
             # most counted first, ties by product id; products never counted are not ranked
             ranked = sorted((-c[etype], pid) for pid, c in counts.items() if c[etype] > 0)
             for rank, (minus, pid) in enumerate(ranked[: config.top_n], 1):
-                out.add(TopProduct(window_start=to_dt(start),
-                                   window_end=to_dt(start + WINDOW_5M.length_ms), ranking=ranking,
-                                   rank=rank, product_id=pid, count=-minus))  # fmt: skip
+                out.add(
+                    TopProduct(
+                        window_start=to_dt(start),
+                        window_end=to_dt(start + WINDOW_5M.length_ms),
+                        ranking=ranking,
+                        rank=rank,
+                        product_id=pid,
+                        count=-minus,
+                    )
+                )
 
     # Window alerts, on the `all` slice of each minute and each 5 minutes vs the one before.
     rows = out.tables["window_metrics"]
@@ -412,36 +523,89 @@ def compute(
         prev = rows.get((size, start - timedelta(milliseconds=lengths[size]), "all", "all"))
         # each rule needs a minimum baseline, so quiet windows do not alert
         total = cur.events + cur.rejected
-        spike = (size == "1m" and prev is not None and prev.events >= rules.spike_min_events
-                 and cur.events > rules.spike_ratio * prev.events)  # fmt: skip
-        errors = (size == "1m" and total >= rules.error_min_total
-                  and cur.rejected > rules.error_rate * total)  # fmt: skip
-        drop = (size == "5m" and prev is not None and prev.purchases >= rules.drop_min_purchases
-                and cur.revenue < rules.drop_ratio * prev.revenue)  # fmt: skip
+        spike = (
+            size == "1m"
+            and prev is not None
+            and prev.events >= rules.spike_min_events
+            and cur.events > rules.spike_ratio * prev.events
+        )
+        errors = (
+            size == "1m"
+            and total >= rules.error_min_total
+            and cur.rejected > rules.error_rate * total
+        )
+        drop = (
+            size == "5m"
+            and prev is not None
+            and prev.purchases >= rules.drop_min_purchases
+            and cur.revenue < rules.drop_ratio * prev.revenue
+        )
         found = []
         if spike:
-            found.append(("traffic_spike", "warning", json_of(
-                events=cur.events, previous_events=prev.events,
-                ratio=round(cur.events / prev.events, 3), threshold=rules.spike_ratio)))  # fmt: skip
+            found.append(
+                (
+                    "traffic_spike",
+                    "warning",
+                    json_of(
+                        events=cur.events,
+                        previous_events=prev.events,
+                        ratio=round(cur.events / prev.events, 3),
+                        threshold=rules.spike_ratio,
+                    ),
+                )
+            )
         if errors:
-            found.append(("error_rate", "critical", json_of(
-                rejected=cur.rejected, events=cur.events,
-                error_rate=round(cur.rejected / total, 6), threshold=rules.error_rate)))  # fmt: skip
+            found.append(
+                (
+                    "error_rate",
+                    "critical",
+                    json_of(
+                        rejected=cur.rejected,
+                        events=cur.events,
+                        error_rate=round(cur.rejected / total, 6),
+                        threshold=rules.error_rate,
+                    ),
+                )
+            )
         if drop:
-            found.append(("revenue_drop", "critical", json_of(
-                revenue=cur.revenue, previous_revenue=prev.revenue, purchases=cur.purchases,
-                previous_purchases=prev.purchases, threshold=rules.drop_ratio)))  # fmt: skip
+            found.append(
+                (
+                    "revenue_drop",
+                    "critical",
+                    json_of(
+                        revenue=cur.revenue,
+                        previous_revenue=prev.revenue,
+                        purchases=cur.purchases,
+                        previous_purchases=prev.purchases,
+                        threshold=rules.drop_ratio,
+                    ),
+                )
+            )
         subject = f"{size}:all"
         for rule, severity, evidence in found:
-            out.add(Alert(alert_id=alert_id(rule, subject, start.isoformat()), rule=rule,
-                          severity=severity, window_start=start, subject=subject,
-                          evidence=evidence))  # fmt: skip
+            out.add(
+                Alert(
+                    alert_id=alert_id(rule, subject, start.isoformat()),
+                    rule=rule,
+                    severity=severity,
+                    window_start=start,
+                    subject=subject,
+                    evidence=evidence,
+                )
+            )
     return out
 
 
 def new_slice() -> dict:
-    return {"events": 0, **dict.fromkeys(COUNTED, 0), "cents": 0, "visitors": set(),
-            "buyers": set(), "rejected": 0, "future": 0}  # fmt: skip
+    return {
+        "events": 0,
+        **dict.fromkeys(COUNTED, 0),
+        "cents": 0,
+        "visitors": set(),
+        "buyers": set(),
+        "rejected": 0,
+        "future": 0,
+    }
 
 
 def session_of(visitor: str, s: dict, quick: int, bot_min_clicks: int) -> Session:
@@ -458,16 +622,24 @@ def session_of(visitor: str, s: dict, quick: int, bot_min_clicks: int) -> Sessio
         best = max(best, run)
         previous = ev["ms"]
     return Session(
-        session_id=session_id(visitor, first_id), session_date=to_dt(first_ms).date(),
-        anonymous_id=visitor, started_at=to_dt(first_ms), ended_at=to_dt(s["last"]),
-        duration_seconds=(s["last"] - first_ms) / 1000, n_events=len(events),
-        n_page_views=n["page_view"], n_product_views=n["product_view"],
-        n_add_to_carts=n["add_to_cart"], n_checkouts=n["begin_checkout"],
-        n_purchases=n["purchase"], is_converted=n["purchase"] > 0,
-        revenue=sum(ev["cents"] for ev in events) / 100, platform=first["platform"],
+        session_id=session_id(visitor, first_id),
+        session_date=to_dt(first_ms).date(),
+        anonymous_id=visitor,
+        started_at=to_dt(first_ms),
+        ended_at=to_dt(s["last"]),
+        duration_seconds=(s["last"] - first_ms) / 1000,
+        n_events=len(events),
+        n_page_views=n["page_view"],
+        n_product_views=n["product_view"],
+        n_add_to_carts=n["add_to_cart"],
+        n_checkouts=n["begin_checkout"],
+        n_purchases=n["purchase"],
+        is_converted=n["purchase"] > 0,
+        revenue=sum(ev["cents"] for ev in events) / 100,
+        platform=first["platform"],
         device_type=first["device"],
         is_bot=any(ev["bot"] for ev in events) or best >= bot_min_clicks,
-    )  # fmt: skip
+    )
 
 
 # -- building Kafka messages without Kafka (tests, benchmarks) ----------------------------------
@@ -501,6 +673,9 @@ def kafka_messages(
             part = rng.randrange(dlq_partitions)
         offset = offsets[(topic, part)]
         offsets[(topic, part)] += 1
-        out.append(KafkaSourceMessage(key=key, value=value, topic=topic, partition=part,
-                                      offset=offset, timestamp=(1, ts)))  # fmt: skip
+        out.append(
+            KafkaSourceMessage(
+                key=key, value=value, topic=topic, partition=part, offset=offset, timestamp=(1, ts)
+            )
+        )
     return out

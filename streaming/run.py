@@ -19,10 +19,10 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartiti
 from confluent_kafka.admin import AdminClient
 from prometheus_client import start_http_server
 
-from shoplake.kafka_io import client_config
-from shoplake.platform.kafka import wait_for_broker
+from shoplake.core.kafka_io import client_config
+from shoplake.core.platform.kafka import wait_for_broker
+from shoplake.core.stream_config import RuntimeConfig, runtime_from_env
 from streaming import prom
-from streaming.config import RuntimeConfig, runtime_from_env
 from streaming.events import all_shards
 from streaming.flows import Sinks, build_flow
 from streaming.sinks import table_sink
@@ -51,10 +51,13 @@ def make_flow(runtime: RuntimeConfig):
         )
     )
     source = KafkaSource(
-        [runtime.bootstrap], list(runtime.topics), tail=not runtime.eof,
+        [runtime.bootstrap],
+        list(runtime.topics),
+        tail=not runtime.eof,
         starting_offset=OFFSET_BEGINNING if runtime.start == "beginning" else OFFSET_END,
-        batch_size=2000, raise_on_errors=False,
-    )  # fmt: skip
+        batch_size=2000,
+        raise_on_errors=False,
+    )
     producer = {
         "enable.idempotence": "true",
         "acks": "all",

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shoplake.core.speed.rows import ActiveSessions, Session, session_id
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.events import LiveEvent, from_ms
-from streaming.rows import ActiveSessions, Session, session_id
 from streaming.windows import WINDOW_1M, Partial, ShardLogic, TumblingWindower, window_bounds
 
-_COUNTED = {"page_view": "pv", "product_view": "prv", "add_to_cart": "atc",
-            "begin_checkout": "chk", "purchase": "pur"}  # fmt: skip
+_COUNTED = {
+    "page_view": "pv",
+    "product_view": "prv",
+    "add_to_cart": "atc",
+    "begin_checkout": "chk",
+    "purchase": "pur",
+}
 
 
 @dataclass(slots=True)
@@ -118,13 +123,24 @@ def place_event(
 def session_row(s: OpenSession, bot_min_clicks: int) -> Session:
     started, ended = from_ms(s.first_ms), from_ms(s.last_ms)
     return Session(
-        session_id=session_id(s.anonymous_id, s.first_id), session_date=started.date(),
-        anonymous_id=s.anonymous_id, started_at=started, ended_at=ended,
-        duration_seconds=(s.last_ms - s.first_ms) / 1000, n_events=s.n, n_page_views=s.pv,
-        n_product_views=s.prv, n_add_to_carts=s.atc, n_checkouts=s.chk, n_purchases=s.pur,
-        is_converted=s.pur > 0, revenue=s.cents / 100, platform=s.platform,
-        device_type=s.device_type, is_bot=s.bot_ua or s.max_run >= bot_min_clicks,
-    )  # fmt: skip
+        session_id=session_id(s.anonymous_id, s.first_id),
+        session_date=started.date(),
+        anonymous_id=s.anonymous_id,
+        started_at=started,
+        ended_at=ended,
+        duration_seconds=(s.last_ms - s.first_ms) / 1000,
+        n_events=s.n,
+        n_page_views=s.pv,
+        n_product_views=s.prv,
+        n_add_to_carts=s.atc,
+        n_checkouts=s.chk,
+        n_purchases=s.pur,
+        is_converted=s.pur > 0,
+        revenue=s.cents / 100,
+        platform=s.platform,
+        device_type=s.device_type,
+        is_bot=s.bot_ua or s.max_run >= bot_min_clicks,
+    )
 
 
 class SessionsLogic(ShardLogic):
@@ -157,8 +173,14 @@ class SessionsLogic(ShardLogic):
         return out
 
     def on_event(self, e: LiveEvent, wm: int) -> list:
-        keep, closed = place_event(self.s["open"].get(e.anonymous_id, []), e, wm, self.gap_ms,
-                                   self.bot_gap_ms, self.bot_min_clicks)  # fmt: skip
+        keep, closed = place_event(
+            self.s["open"].get(e.anonymous_id, []),
+            e,
+            wm,
+            self.gap_ms,
+            self.bot_gap_ms,
+            self.bot_min_clicks,
+        )
         self.s["open"][e.anonymous_id] = keep
         return closed
 

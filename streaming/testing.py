@@ -17,10 +17,10 @@ import msgspec
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from streaming.config import StreamConfig
+from shoplake.core.speed.rows import Row
+from shoplake.core.stream_config import StreamConfig
 from streaming.events import all_shards, ms
 from streaming.flows import Sinks, build_flow
-from streaming.rows import Row
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)  # a Monday
 EVENTS_TOPIC = "shop.events"
@@ -117,8 +117,14 @@ def message(
     kb = key.encode() if key else None
     part = partition if partition is not None else (zlib.crc32(kb) % PARTITIONS if kb else 0)
     ts = ms(received) if received else None
-    return KafkaSourceMessage(key=kb, value=value, topic=topic, partition=part, offset=offset,
-                              timestamp=(1, ts) if ts is not None else (0, -1))  # fmt: skip
+    return KafkaSourceMessage(
+        key=kb,
+        value=value,
+        topic=topic,
+        partition=part,
+        offset=offset,
+        timestamp=(1, ts) if ts is not None else (0, -1),
+    )
 
 
 def numbered(messages: Iterable[KafkaSourceMessage]) -> list[KafkaSourceMessage]:
@@ -127,8 +133,16 @@ def numbered(messages: Iterable[KafkaSourceMessage]) -> list[KafkaSourceMessage]
     out = []
     for m in messages:
         k = (m.topic, m.partition)
-        out.append(KafkaSourceMessage(key=m.key, value=m.value, topic=m.topic, partition=m.partition,
-                                      offset=counts[k], timestamp=m.timestamp))  # fmt: skip
+        out.append(
+            KafkaSourceMessage(
+                key=m.key,
+                value=m.value,
+                topic=m.topic,
+                partition=m.partition,
+                offset=counts[k],
+                timestamp=m.timestamp,
+            )
+        )
         counts[k] += 1
     return out
 

@@ -26,9 +26,9 @@ from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
-from shoplake import clock
+from shoplake.core import clock
+from shoplake.core.stream_config import StreamConfig
 from streaming import prom
-from streaming.config import StreamConfig
 from streaming.events import EPOCH, LiveEvent, Reject, from_ms
 
 ALIGN_TO = EPOCH  # windows start at whole multiples of their length since 1970-01-01T00:00Z

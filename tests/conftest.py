@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from shoplake import clock
-from shoplake.platform.kafka import LocalKafka
-from shoplake.platform.postgres import LocalPostgres
-from shoplake.platform.process import free_port
-from shoplake.platform.topics import ensure_topics
-from shoplake.settings import REPO_ROOT, get_settings
+from shoplake.core import clock
+from shoplake.core.platform.kafka import LocalKafka
+from shoplake.core.platform.postgres import LocalPostgres
+from shoplake.core.platform.process import free_port
+from shoplake.core.platform.topics import ensure_topics
+from shoplake.core.settings import REPO_ROOT, get_settings
 
 # The shell's settings must not reach the tests (a developer's SHOPLAKE_HOME or DAGSTER_HOME would
 # point them at real state): every test starts from the defaults, and sets what it needs.
@@ -140,7 +140,7 @@ def collector_env(home: Path, bootstrap: str, **extra: str) -> dict[str, str]:
 
 class RunningCollector:
     def __init__(self, env: dict[str, str], workers: int = 1):
-        from shoplake.demo import start_collector
+        from shoplake.collector.process import start_collector
 
         self.env = env
         self.settings = get_settings(env)
@@ -148,7 +148,7 @@ class RunningCollector:
         self.url = self.settings.collector_url
 
     def stop(self) -> None:
-        from shoplake.demo import stop_collector
+        from shoplake.collector.process import stop_collector
 
         stop_collector(self.settings)
 

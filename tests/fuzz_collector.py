@@ -95,14 +95,32 @@ def _base(draw, etype: str) -> dict:
     elif etype == "search":
         doc |= {"query": "shoes", "results_count": 3}
     elif etype == "purchase":
-        doc |= {"order_id": f"o-{draw(st.integers(0, 10**6))}", "total": 10.0, "currency": "EUR",
-                "payment_method": "card",
-                "items": [{"product_id": "p-1", "quantity": 1, "unit_price": 10.0}]}  # fmt: skip
+        doc |= {
+            "order_id": f"o-{draw(st.integers(0, 10**6))}",
+            "total": 10.0,
+            "currency": "EUR",
+            "payment_method": "card",
+            "items": [{"product_id": "p-1", "quantity": 1, "unit_price": 10.0}],
+        }
     return doc
 
 
-PLACES = ("title", "page_url", "referrer", "user_agent", "utm_source", "utm_term", "anonymous_id",
-          "user_id", "session_id", "email", "phone", "ip", "unknown_field", "query")  # fmt: skip
+PLACES = (
+    "title",
+    "page_url",
+    "referrer",
+    "user_agent",
+    "utm_source",
+    "utm_term",
+    "anonymous_id",
+    "user_id",
+    "session_id",
+    "email",
+    "phone",
+    "ip",
+    "unknown_field",
+    "query",
+)
 
 
 def _plant(draw, doc: dict, secret: str) -> None:
@@ -132,8 +150,21 @@ def _plant(draw, doc: dict, secret: str) -> None:
 
 def _break(draw, doc: dict) -> bytes | None:
     """Make ``doc`` invalid in one of the ways the contracts name; None: leave it valid."""
-    how = draw(st.sampled_from(["valid"] * 6 + ["missing", "wrong_type", "utf8", "deep",
-                                "bigint", "control", "unknown_type", "oversize"]))  # fmt: skip
+    how = draw(
+        st.sampled_from(
+            ["valid"] * 6
+            + [
+                "missing",
+                "wrong_type",
+                "utf8",
+                "deep",
+                "bigint",
+                "control",
+                "unknown_type",
+                "oversize",
+            ]
+        )
+    )
     if how == "missing":
         del doc[draw(st.sampled_from(["anonymous_id", "occurred_at", "context", "event_id"]))]
     elif how == "wrong_type":
@@ -211,8 +242,13 @@ def fuzz(url: str, n: int, ledger: Ledger, seed: int | None = None) -> None:
     """``n`` generated requests; fails at once (and shrinks) on any 5xx."""
     client = httpx.Client(timeout=60)
 
-    @settings(max_examples=n, deadline=None, database=None, derandomize=seed is not None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=n,
+        deadline=None,
+        database=None,
+        derandomize=seed is not None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(requests())
     def one(req: Request) -> None:
         status = send(client, url, req, ledger)
@@ -232,8 +268,10 @@ def verify(bootstrap: str, ledger: Ledger) -> list[str]:
     landed = Counter(json.loads(m.value())["event_id"] for m in events)
     if landed != ledger.accepted:
         extra, missing = landed - ledger.accepted, ledger.accepted - landed
-        problems.append(f"shop.events differs from what was accepted: extra {dict(extra)}, "
-                        f"missing {dict(missing)}")  # fmt: skip
+        problems.append(
+            f"shop.events differs from what was accepted: extra {dict(extra)}, "
+            f"missing {dict(missing)}"
+        )
     if len(dlq) != ledger.rejected:
         problems.append(f"{len(dlq)} DLQ records for {ledger.rejected} rejections")
     dlq_ids = {json.loads(m.value()).get("event_id") for m in dlq}

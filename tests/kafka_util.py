@@ -8,12 +8,14 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 
 def consume_all(bootstrap: str, topic: str, timeout: float = 20.0) -> list[Message]:
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap,
-        "group.id": f"test-{uuid.uuid4().hex}",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-    })  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]
         ends = {}

@@ -14,8 +14,8 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline_assets.bronze import kafka_day
 from pipeline_assets.bronze.kafka_day import DayOutsideRetention, day_bounds_ms, extract_day
-from pipeline_assets.lakeio import DATA_FILE, MANIFEST, partition_dir, write_partition
-from shoplake.platform.topics import TopicSpec, ensure_topics
+from shoplake.core.lake.io import DATA_FILE, MANIFEST, partition_dir, write_partition
+from shoplake.core.platform.topics import TopicSpec, ensure_topics
 from tests.conftest import TODAY
 
 pytestmark = pytest.mark.integration
@@ -91,10 +91,17 @@ def test_a_day_read_in_chunks_is_the_same_frame(kafka_bootstrap: str, monkeypatc
     """Large days are accumulated in chunks (bounded Python lists); the result must not change."""
     topic = fresh_topic(kafka_bootstrap, partitions=3)
     start, _ = day_bounds_ms(DAY)
-    produce(kafka_bootstrap, topic, [
-        (start + 1000 * i, {"event_id": f"e{i:03d}", "event_type": "page_view", "anonymous_id": f"a{i % 7}"})
-        for i in range(60)
-    ])  # fmt: skip
+    produce(
+        kafka_bootstrap,
+        topic,
+        [
+            (
+                start + 1000 * i,
+                {"event_id": f"e{i:03d}", "event_type": "page_view", "anonymous_id": f"a{i % 7}"},
+            )
+            for i in range(60)
+        ],
+    )
     whole = extract_day(kafka_bootstrap, topic, DAY)
     monkeypatch.setattr(kafka_day, "CHUNK", 7)
     chunked = extract_day(kafka_bootstrap, topic, DAY)

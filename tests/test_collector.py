@@ -9,7 +9,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from shoplake.ingest import DlqRecord
+from shoplake.core.ingest import DlqRecord
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.run import world
 from shoplake.simulator.sinks import HttpSink, MemorySink

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from shoplake.kafka_io import KafkaWriter, Message
+from shoplake.core.kafka_io import KafkaWriter, Message
 from tests.conftest import RunningCollector, collector_env, start_broker
 from tests.fuzz_collector import Ledger, fuzz, verify
 

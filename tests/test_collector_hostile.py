@@ -22,10 +22,14 @@ KEY = {"X-Write-Key": "test-key", "Content-Type": "application/json"}
 
 def event(**overrides) -> dict:
     doc = {
-        "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": "1.0",
-        "occurred_at": "2026-11-01T10:00:00Z", "sent_at": "2026-11-01T10:00:01Z",
-        "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}", "context": {"platform": "web"},
-    }  # fmt: skip
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "schema_version": "1.0",
+        "occurred_at": "2026-11-01T10:00:00Z",
+        "sent_at": "2026-11-01T10:00:01Z",
+        "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}",
+        "context": {"platform": "web"},
+    }
     doc.update(overrides)
     return doc
 
@@ -94,8 +98,9 @@ def test_small_defects_get_deliberate_answers(collector: RunningCollector, kafka
         resp = client.post(url, content=twice, headers=KEY)
         assert resp.status_code == 400 and "batch" in resp.json()["error"]
         # integers within int64, no control characters in ids
-        big = client.post(url, json=event(event_type="search", query="q", results_count=10**30),
-                          headers=KEY)  # fmt: skip
+        big = client.post(
+            url, json=event(event_type="search", query="q", results_count=10**30), headers=KEY
+        )
         assert big.status_code == 400 and big.json()["results"][0]["reason"] == "invalid_value"
         nul = client.post(url, json=event(anonymous_id="a\u0000b"), headers=KEY)
         assert nul.status_code == 400
@@ -122,9 +127,13 @@ def test_small_defects_get_deliberate_answers(collector: RunningCollector, kafka
 
 @pytest.fixture(scope="module")
 def strict_collector(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory):
-    env = collector_env(tmp_path_factory.mktemp("strict"), kafka_bootstrap,
-                        SHOPLAKE_COLLECTOR_HEADER_TIMEOUT="2", SHOPLAKE_COLLECTOR_BODY_TIMEOUT="2",
-                        SHOPLAKE_COLLECTOR_MAX_UPLOADS="20")  # fmt: skip
+    env = collector_env(
+        tmp_path_factory.mktemp("strict"),
+        kafka_bootstrap,
+        SHOPLAKE_COLLECTOR_HEADER_TIMEOUT="2",
+        SHOPLAKE_COLLECTOR_BODY_TIMEOUT="2",
+        SHOPLAKE_COLLECTOR_MAX_UPLOADS="20",
+    )
     c = RunningCollector(env)
     yield c
     c.stop()
@@ -139,8 +148,10 @@ def test_a_stalled_upload_gets_408_and_slow_headers_are_cut(strict_collector: Ru
     """Guards finding 4: a request that announced 1 MiB and sent 300 bytes held its connection
     with no answer; so did one that never finished its headers."""
     stalled = _connect(strict_collector.url)
-    stalled.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Write-Key: test-key\r\n"
-                    b"Content-Length: 1048576\r\n\r\n" + b"[" + b" " * 299)  # fmt: skip
+    stalled.sendall(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Write-Key: test-key\r\n"
+        b"Content-Length: 1048576\r\n\r\n" + b"[" + b" " * 299
+    )
     t = time.monotonic()
     answer = stalled.recv(4096)
     assert answer.startswith(b"HTTP/1.1 408") and time.monotonic() - t < 6
@@ -158,8 +169,10 @@ def test_uploads_in_progress_are_capped(strict_collector: RunningCollector):
     held = []
     for _ in range(20):
         s = _connect(strict_collector.url)
-        s.sendall(b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Write-Key: test-key\r\n"
-                  b"Content-Length: 1000\r\n\r\n[")  # fmt: skip
+        s.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\nX-Write-Key: test-key\r\n"
+            b"Content-Length: 1000\r\n\r\n["
+        )
         held.append(s)
     time.sleep(0.5)
     resp = httpx.post(f"{strict_collector.url}/v1/events", json=event(), headers=KEY, timeout=10)

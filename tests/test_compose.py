@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from shoplake.settings import ENV_VARS, REPO_ROOT, get_settings
+from shoplake.core.settings import ENV_VARS, REPO_ROOT, get_settings
 
 COMPOSE = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
 

@@ -4,8 +4,8 @@ import uuid
 
 import pytest
 
-from shoplake.contracts import EVENT_TYPES, ContractViolation, decode_event, encode_event
-from shoplake.contracts.decode import (
+from shoplake.core.contracts import EVENT_TYPES, ContractViolation, decode_event, encode_event
+from shoplake.core.contracts.decode import (
     MALFORMED_JSON,
     MISSING_FIELD,
     NOT_AN_OBJECT,
@@ -13,8 +13,8 @@ from shoplake.contracts.decode import (
     UNSUPPORTED_VERSION,
     WRONG_TYPE,
 )
-from shoplake.contracts.model import CONTRACTS, Purchase
-from shoplake.contracts.schemas import (
+from shoplake.core.contracts.model import CONTRACTS, Purchase
+from shoplake.core.contracts.schemas import (
     export,
     generate,
     incompatibilities,
@@ -50,9 +50,18 @@ PURCHASE = base(
 
 def test_every_event_type_has_a_contract_and_a_schema_file():
     assert set(EVENT_TYPES) == {
-        "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "begin_checkout",
-        "purchase", "ad_impression", "ad_click", "login", "logout",
-    }  # fmt: skip
+        "page_view",
+        "product_view",
+        "search",
+        "add_to_cart",
+        "remove_from_cart",
+        "begin_checkout",
+        "purchase",
+        "ad_impression",
+        "ad_click",
+        "login",
+        "logout",
+    }
     for event_type, major in CONTRACTS:
         assert schema_path(event_type, major).exists()
 
@@ -171,8 +180,8 @@ def test_relaxing_a_length_limit_is_compatible_but_tightening_is_not(purchase_sc
 
 
 def test_pseudonymized_events_still_satisfy_their_contract():
-    from shoplake.contracts import encode_event
-    from shoplake.pii import Pseudonymizer
+    from shoplake.core.contracts import encode_event
+    from shoplake.core.pii import Pseudonymizer
 
     doc = base("login", traits={"email": "a@b.co", "phone": "+1 555 010 2030"})
     pseudo = Pseudonymizer(b"k", "k1").apply(decode_event(json.dumps(doc)))

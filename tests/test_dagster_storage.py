@@ -8,7 +8,7 @@ import dagster as dg
 import psycopg
 import pytest
 
-from shoplake.settings import REPO_ROOT
+from shoplake.core.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from pipeline_assets.bronze.kafka_day import beyond_retention, day_bounds_ms
 from pipeline_assets.jobs import daily_run_request, daily_schedule
 from pipeline_assets.partitions import daily_partitions
-from shoplake import clock
-from shoplake.days import arrival_window, days_between, history_range, lateness_window
+from shoplake.core import clock
+from shoplake.core.days import arrival_window, days_between, history_range, lateness_window
 
 D = date.fromisoformat
 FIRST = D("2026-01-01")  # the default SHOPLAKE_PARTITIONS_START
@@ -96,14 +96,20 @@ def test_partition_ranges_cross_month_year_and_leap_day():
     )
     assert keys == ["2026-02-27", "2026-02-28", "2026-03-01", "2026-03-02"]
     assert days_between(D("2027-12-30"), D("2028-01-02")) == [
-        D("2027-12-30"), D("2027-12-31"), D("2028-01-01"), D("2028-01-02"),
-    ]  # fmt: skip
+        D("2027-12-30"),
+        D("2027-12-31"),
+        D("2028-01-01"),
+        D("2028-01-02"),
+    ]
     assert days_between(D("2028-02-28"), D("2028-03-01"))[1] == D("2028-02-29")
     assert days_between(D("2026-01-02"), D("2026-01-01")) == []
     # silver re-reads the day before and the lateness days after, across the year's end
     assert arrival_window(D("2027-01-01"), 2) == [
-        D("2026-12-31"), D("2027-01-01"), D("2027-01-02"), D("2027-01-03"),
-    ]  # fmt: skip
+        D("2026-12-31"),
+        D("2027-01-01"),
+        D("2027-01-02"),
+        D("2027-01-03"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -151,8 +157,14 @@ def test_a_subprocess_shares_the_clocks_timeline(monkeypatch):
     monkeypatch.setenv(clock.ENV, "2027-01-01T00:00:00Z")
     here = clock.now()
     env = {**os.environ, clock.ENV: clock.env_value()}
-    code = "from shoplake import clock; print(clock.now().isoformat())"
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True, timeout=60).stdout  # fmt: skip
+    code = "from shoplake.core import clock; print(clock.now().isoformat())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     there = datetime.fromisoformat(out.strip())
     assert timedelta(0) <= there - here < timedelta(seconds=30)

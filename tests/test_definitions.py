@@ -11,7 +11,7 @@ import dagster as dg
 
 from pipeline_assets.definitions import defs
 from pipeline_assets.partitions import daily_partitions
-from shoplake.settings import REPO_ROOT
+from shoplake.core.settings import REPO_ROOT
 
 SPECS = {spec.key: spec for spec in defs.resolve_all_asset_specs()}
 
@@ -41,9 +41,21 @@ def test_layers_and_groups():
         assert k in SPECS, k
         assert SPECS[k].group_name == group, k
     marts = {k.path[1] for k in SPECS if k.path[0] == "gold"}
-    assert {"fct_sessions", "fct_orders", "fct_order_items", "dim_products", "dim_date", "agg_daily_user_metrics",
-            "mart_conversion_funnel", "mart_product_performance", "mart_category_analysis", "mart_hourly_ctr",
-            "mart_device_performance", "mart_banner_position", "mart_cohort_retention"} <= marts  # fmt: skip
+    assert {
+        "fct_sessions",
+        "fct_orders",
+        "fct_order_items",
+        "dim_products",
+        "dim_date",
+        "agg_daily_user_metrics",
+        "mart_conversion_funnel",
+        "mart_product_performance",
+        "mart_category_analysis",
+        "mart_hourly_ctr",
+        "mart_device_performance",
+        "mart_banner_position",
+        "mart_cohort_retention",
+    } <= marts
 
 
 def test_every_lake_asset_uses_the_one_daily_partitioning():
@@ -84,7 +96,11 @@ def test_workspace_yaml_loads(tmp_path: Path):
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
         [str(dagster), "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Validation successful for code location shoplake" in proc.stderr + proc.stdout

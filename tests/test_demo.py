@@ -14,16 +14,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shoplake.platform.process import free_port
-from shoplake.settings import REPO_ROOT
-from streaming.sinks import read_table
+from shoplake.core.platform.process import free_port
+from shoplake.core.settings import REPO_ROOT
+from shoplake.core.speed.tables import read_table
 from tests.conftest import clean_env, unavailable
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1200)]
 SCREENSHOTS = REPO_ROOT / "artifacts" / "screenshots"
 # name -> (url path, title); Live is the default page, served at the root.
-PAGES = {"live": ("", "Live"), "commerce": ("commerce", "Commerce"), "ads": ("ads", "Ads"),
-         "health": ("health", "Data health")}  # fmt: skip
+PAGES = {
+    "live": ("", "Live"),
+    "commerce": ("commerce", "Commerce"),
+    "ads": ("ads", "Ads"),
+    "health": ("health", "Data health"),
+}
 
 
 def chromium() -> str:
@@ -86,9 +90,18 @@ def check_pages(base: str) -> dict[str, dict]:
 def test_demo_once_serves_every_page_and_verifies_its_numbers(tmp_path):
     chromium()
     home = tmp_path / "home"
-    ports = {k: str(free_port()) for k in ("SHOPLAKE_KAFKA_PORT", "SHOPLAKE_KAFKA_CONTROLLER_PORT",
-             "SHOPLAKE_COLLECTOR_PORT", "SHOPLAKE_DAGSTER_PORT", "SHOPLAKE_DASHBOARD_PORT",
-             "SHOPLAKE_DAGSTER_EXPORTER_PORT", "SHOPLAKE_STREAM_METRICS_PORT")}  # fmt: skip
+    ports = {
+        k: str(free_port())
+        for k in (
+            "SHOPLAKE_KAFKA_PORT",
+            "SHOPLAKE_KAFKA_CONTROLLER_PORT",
+            "SHOPLAKE_COLLECTOR_PORT",
+            "SHOPLAKE_DAGSTER_PORT",
+            "SHOPLAKE_DASHBOARD_PORT",
+            "SHOPLAKE_DAGSTER_EXPORTER_PORT",
+            "SHOPLAKE_STREAM_METRICS_PORT",
+        )
+    }
     env = clean_env()
     # A full minute of live traffic reaches the speed table once it has closed past the lateness
     # and the lake sink has flushed: 180 s of traffic left that to where the minute boundaries
@@ -97,9 +110,22 @@ def test_demo_once_serves_every_page_and_verifies_its_numbers(tmp_path):
     log = tmp_path / "demo.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "shoplake.cli", "demo", "--once", "--days", "3", "--users", "400"],
-            env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "shoplake.cli",
+                "demo",
+                "--once",
+                "--days",
+                "3",
+                "--users",
+                "400",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
     try:
         wait_for(lambda: b"live traffic at" in log.read_bytes(), 900, "serving", proc, log)
         lake = home / "lake"
@@ -113,8 +139,9 @@ def test_demo_once_serves_every_page_and_verifies_its_numbers(tmp_path):
 
         dagster = f"http://127.0.0.1:{ports['SHOPLAKE_DAGSTER_PORT']}"
         assert httpx.get(f"{dagster}/server_info", timeout=10).status_code == 200
-        exported = httpx.get(f"http://127.0.0.1:{ports['SHOPLAKE_DAGSTER_EXPORTER_PORT']}/metrics",
-                             timeout=30).text  # fmt: skip
+        exported = httpx.get(
+            f"http://127.0.0.1:{ports['SHOPLAKE_DAGSTER_EXPORTER_PORT']}/metrics", timeout=30
+        ).text
         assert 'shoplake_dagster_runs{dagster_job="__ASSET_JOB",status="SUCCESS"} 1.0' in exported
         stream = httpx.get(f"http://127.0.0.1:{ports['SHOPLAKE_STREAM_METRICS_PORT']}/metrics").text
         assert "shoplake_stream_records_in_total" in stream

@@ -10,11 +10,11 @@ import polars as pl
 import pytest
 
 from pipeline_assets.ops.dlq import BASE_BACKOFF, MAX_ATTEMPTS, dlq_size, load_history, retry_dlq
-from shoplake import clock
-from shoplake.ingest import Ingestor, Rejected
-from shoplake.kafka_io import KafkaWriter, Message
-from shoplake.pii import Pseudonymizer
-from shoplake.platform.topics import TopicSpec, ensure_topics
+from shoplake.core import clock
+from shoplake.core.ingest import Ingestor, Rejected
+from shoplake.core.kafka_io import KafkaWriter, Message
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.platform.topics import TopicSpec, ensure_topics
 from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
@@ -26,11 +26,17 @@ def test_retry_replays_what_now_passes_and_backs_off_the_rest(kafka_bootstrap: s
     ingestor = Ingestor(Pseudonymizer(b"k", "k1"))
     received = clock.now() - timedelta(hours=1)
     good_id = str(uuid.uuid4())
-    now_valid = json.dumps({
-        "event_id": good_id, "event_type": "page_view", "schema_version": "1.0",
-        "occurred_at": "2026-11-20T10:00:00Z", "sent_at": "2026-11-20T10:00:01Z", "anonymous_id": "a1",
-        "context": {"platform": "web", "ip": "81.2.69.142"},
-    }).encode()  # fmt: skip
+    now_valid = json.dumps(
+        {
+            "event_id": good_id,
+            "event_type": "page_view",
+            "schema_version": "1.0",
+            "occurred_at": "2026-11-20T10:00:00Z",
+            "sent_at": "2026-11-20T10:00:01Z",
+            "anonymous_id": "a1",
+            "context": {"platform": "web", "ip": "81.2.69.142"},
+        }
+    ).encode()
     # Rejected in the past (say a contract version this collector did not know yet); valid today.
     old_reject = Rejected(
         "unsupported_schema_version",
@@ -41,10 +47,17 @@ def test_retry_replays_what_now_passes_and_backs_off_the_rest(kafka_bootstrap: s
     )
     broken = Rejected("malformed_json", "malformed JSON", b'{"event_type": "page_vi')
     writer = KafkaWriter(kafka_bootstrap)
-    writer.send_sync([
-        Message(dlq, None, ingestor.dlq_value(r, received, "collector"), int(received.timestamp() * 1000))
-        for r in (old_reject, broken, old_reject)  # the first one was dead-lettered twice
-    ])  # fmt: skip
+    writer.send_sync(
+        [
+            Message(
+                dlq,
+                None,
+                ingestor.dlq_value(r, received, "collector"),
+                int(received.timestamp() * 1000),
+            )
+            for r in (old_reject, broken, old_reject)  # the first one was dead-lettered twice
+        ]
+    )
     writer.close()
     assert dlq_size(kafka_bootstrap, dlq) == 3
 

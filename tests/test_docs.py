@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 import subprocess
 
-from shoplake.settings import REPO_ROOT
-from streaming.config import ENV_DEFAULTS
+from shoplake.core.settings import REPO_ROOT
+from shoplake.core.stream_config import ENV_DEFAULTS
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 NAME = re.compile(r"SHOPLAKE_[A-Z0-9_]*[A-Z0-9]")

@@ -19,8 +19,8 @@ import polars as pl
 import pytest
 
 from pipeline_assets.silver.events import build_silver_events
-from shoplake import clock
-from shoplake.contracts.event_time import event_time, is_future
+from shoplake.core import clock
+from shoplake.core.contracts.event_time import event_time, is_future
 from shoplake.simulator.sinks import HttpSink, restamp_sent_at
 from streaming.events import LiveEvent, decode_message
 from streaming.testing import message
@@ -38,12 +38,18 @@ def batch(occurred: list[datetime], client_clock: timedelta = timedelta(0)) -> l
     """Events as a client whose clock is ``client_clock`` off sends them now."""
     sent = clock.now() + client_clock
     return [
-        {"event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": "1.0",
-         "occurred_at": iso(t + client_clock), "sent_at": iso(sent),
-         "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}", "context": {"platform": "web"},
-         "page_type": "home"}
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "page_view",
+            "schema_version": "1.0",
+            "occurred_at": iso(t + client_clock),
+            "sent_at": iso(sent),
+            "anonymous_id": f"anon-{uuid.uuid4().hex[:8]}",
+            "context": {"platform": "web"},
+            "page_type": "home",
+        }
         for t in occurred
-    ]  # fmt: skip
+    ]
 
 
 def stored(bootstrap: str, ids: set[str]) -> list[dict]:
@@ -64,12 +70,18 @@ def speed_event_time(doc: dict) -> datetime:
 def silver_event_time(docs: list[dict]) -> dict[str, datetime]:
     """Silver's event time for each document (the one formula, through silver's own code)."""
     rows = [
-        {"kafka_partition": 0, "kafka_offset": i, "key": d["anonymous_id"], "event_id": d["event_id"],
-         "event_type": d["event_type"], "value": json.dumps(d),
-         "kafka_timestamp": datetime.fromisoformat(d["received_at"]),
-         "arrival_date": datetime.fromisoformat(d["received_at"]).date()}
+        {
+            "kafka_partition": 0,
+            "kafka_offset": i,
+            "key": d["anonymous_id"],
+            "event_id": d["event_id"],
+            "event_type": d["event_type"],
+            "value": json.dumps(d),
+            "kafka_timestamp": datetime.fromisoformat(d["received_at"]),
+            "arrival_date": datetime.fromisoformat(d["received_at"]).date(),
+        }
         for i, d in enumerate(docs)
-    ]  # fmt: skip
+    ]
     bronze = pl.DataFrame(rows).with_columns(pl.col("kafka_timestamp").dt.cast_time_unit("ms"))
     out: dict[str, datetime] = {}
     for arrival in {r["arrival_date"] for r in rows}:
@@ -85,8 +97,11 @@ def collectors_ahead(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFact
     running = {}
     for ahead in (60, 600):
         at = clock.now() + timedelta(seconds=ahead)
-        env = collector_env(tmp_path_factory.mktemp(f"ahead{ahead}"), kafka_bootstrap,
-                            SHOPLAKE_CLOCK=clock.env_value(at))  # fmt: skip
+        env = collector_env(
+            tmp_path_factory.mktemp(f"ahead{ahead}"),
+            kafka_bootstrap,
+            SHOPLAKE_CLOCK=clock.env_value(at),
+        )
         running[ahead] = RunningCollector(env)
     yield running
     for c in running.values():

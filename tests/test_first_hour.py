@@ -13,10 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from shoplake.days import last_closed_day
+from shoplake.core.days import last_closed_day
+from shoplake.core.platform.process import free_port
+from shoplake.core.settings import REPO_ROOT
 from shoplake.materialize import summarize
-from shoplake.platform.process import free_port
-from shoplake.settings import REPO_ROOT
 from tests.conftest import DATASETS, TODAY, clean_env, start_broker
 
 BIN = Path(sys.executable).parent
@@ -96,7 +96,7 @@ def test_debug_shows_the_traceback(tmp_path: Path):
 def test_a_mistaken_mapping_names_the_file_line_and_field(tmp_path: Path):
     if not REES46.exists():
         pytest.fail(f"the shared datasets are missing at {DATASETS} (set SHOPLAKE_DATASETS)")
-    shipped = (REPO_ROOT / "shoplake/importers/mappings/rees46.yaml").read_text()
+    shipped = (REPO_ROOT / "shoplake/core/import_mapping/mappings/rees46.yaml").read_text()
     typo = tmp_path / "typo.yaml"
     typo.write_text(
         shipped.replace(

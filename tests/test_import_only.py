@@ -31,15 +31,22 @@ def test_the_next_command_printed_by_an_import_works_verbatim(tmp_path: Path):
         "SHOPLAKE_HOME": str(home),
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
-    imported = subprocess.run(["shoplake", "import", str(REES46), "--mapping", "rees46"], env=env,
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    imported = subprocess.run(
+        ["shoplake", "import", str(REES46), "--mapping", "rees46"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert imported.returncode == 0, imported.stdout + imported.stderr
     (next_line,) = [line for line in imported.stdout.splitlines() if line.startswith("next: ")]
     command = next_line.removeprefix("next: ")
     assert shlex.split(command)[:2] == ["shoplake", "materialize"]
 
-    ran = subprocess.run(["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True,
-                         text=True, timeout=600)  # fmt: skip
+    ran = subprocess.run(
+        ["bash", "-c", command], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert ran.returncode == 0, (ran.stdout + ran.stderr)[-3000:]
 
     # The shop tables are empty partitions that say why; the marts are built from the import.

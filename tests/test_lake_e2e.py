@@ -15,7 +15,7 @@ import pytest
 
 from pipeline_assets.definitions import defs
 from resources import resources_for
-from shoplake.settings import REPO_ROOT, get_settings
+from shoplake.core.settings import REPO_ROOT, get_settings
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.shopdb import ShopDB
 from shoplake.simulator.sinks import HttpSink, MemorySink
@@ -43,10 +43,14 @@ def lake(
     collector: RunningCollector, kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory
 ):
     home = tmp_path_factory.mktemp("lakehome")
-    settings = get_settings({
-        "SHOPLAKE_HOME": str(home), "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "SHOPLAKE_PII_KEY": "test-pii-key", "SHOPLAKE_ENV": "ci",
-    })  # fmt: skip
+    settings = get_settings(
+        {
+            "SHOPLAKE_HOME": str(home),
+            "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "SHOPLAKE_PII_KEY": "test-pii-key",
+            "SHOPLAKE_ENV": "ci",
+        }
+    )
     report = simulate(
         CONFIG,
         HttpSink(collector.url, "test-replay-key"),
@@ -141,10 +145,12 @@ def test_silver_matches_what_the_simulator_sent(lake):
             for d in truth
             if d["event_type"] == "purchase" and d["_event_day"] == day
         }
-        silver_orders = dict(duckdb.sql(
-            f"select order_id, max(total) from read_parquet('{lake_root}/silver/events/date={day}/*.parquet') "
-            "where event_type = 'purchase' group by 1"
-        ).fetchall())  # fmt: skip
+        silver_orders = dict(
+            duckdb.sql(
+                f"select order_id, max(total) from read_parquet('{lake_root}/silver/events/date={day}/*.parquet') "
+                "where event_type = 'purchase' group by 1"
+            ).fetchall()
+        )
         assert silver_orders == pytest.approx(orders)
 
 
@@ -156,30 +162,30 @@ def test_marts_agree_with_independent_sql_over_silver(lake):
     for day in (D1, D2):
         revenue, orders = duckdb.sql(
             f"select sum(total), count(distinct order_id) from {ev} where event_type='purchase' and not is_bot and event_date = '{day}'"
-        ).fetchall()[0]  # fmt: skip
+        ).fetchall()[0]
         sessions, bounce, dav = duckdb.sql(
             f"select count(*), avg(case when is_bounce then 1 else 0 end), count(distinct anonymous_id) from {se} where not is_bot and session_date = '{day}'"
-        ).fetchall()[0]  # fmt: skip
+        ).fetchall()[0]
         kpi = wh.sql(
             f"select revenue, n_orders, n_sessions, bounce_rate, daily_active_visitors from gold.mart_daily_kpis where kpi_date = '{day}'"
-        ).fetchall()[0]  # fmt: skip
+        ).fetchall()[0]
         # bounce_rate is rounded to 6 places in the mart (stable_avg)
         assert kpi == pytest.approx((revenue, orders, sessions, bounce, dav), abs=1e-6)
         imp, clk = duckdb.sql(
             f"select count(*) filter (where event_type='ad_impression'), count(*) filter (where event_type='ad_click') from {ev} where not is_bot and event_date='{day}'"
-        ).fetchall()[0]  # fmt: skip
+        ).fetchall()[0]
         assert wh.sql(
             f"select n_impressions, n_clicks from gold.mart_daily_ctr where ctr_date='{day}'"
         ).fetchall()[0] == (imp, clk)
         full_funnel = duckdb.sql(
             f"select count(*) from {se} where not is_bot and session_date='{day}' and n_product_views > 0 and n_add_to_carts > 0 and n_checkouts > 0 and n_purchases > 0"
-        ).fetchall()[0][0]  # fmt: skip
+        ).fetchall()[0][0]
         assert wh.sql(
             f"select sum(n_purchase), sum(n_sessions) from gold.mart_conversion_funnel where funnel_date='{day}'"
         ).fetchall()[0] == (full_funnel, sessions)
         units = duckdb.sql(
             f"select sum(i.quantity) from (select unnest(items) as i from {ev} where event_type='purchase' and not is_bot and event_date='{day}')"
-        ).fetchall()[0][0]  # fmt: skip
+        ).fetchall()[0][0]
         assert (
             wh.sql(
                 f"select sum(units_sold) from gold.mart_product_performance where performance_date='{day}'"
@@ -201,8 +207,12 @@ def _fingerprint(home: Path, day: date) -> dict[str, str]:
     for part in sorted((home / "lake").glob(f"*/*/date={day}/*")):
         out[str(part.relative_to(home))] = hashlib.sha256(part.read_bytes()).hexdigest()
     wh = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
-    for table, col in (("mart_daily_kpis", "kpi_date"), ("fct_events", "event_date"), ("fct_sessions", "session_date"),
-                       ("mart_product_performance", "performance_date")):  # fmt: skip
+    for table, col in (
+        ("mart_daily_kpis", "kpi_date"),
+        ("fct_events", "event_date"),
+        ("fct_sessions", "session_date"),
+        ("mart_product_performance", "performance_date"),
+    ):
         rows = wh.sql(f"select * from gold.{table} where {col} = '{day}' order by all").fetchall()
         out[table] = hashlib.sha256(repr(rows).encode()).hexdigest() + f":{len(rows)}"
     wh.close()
@@ -246,7 +256,7 @@ def test_the_next_partition_reuses_dbt_parse_state_and_env_does_not_leak(lake):
 def test_dbt_docs_generate_works_on_the_built_warehouse(lake, tmp_path):
     import subprocess
 
-    from pipeline_assets.gold.dbt import DBT_DIR, DBT_EXECUTABLE
+    from resources.dbt import DBT_DIR, DBT_EXECUTABLE
 
     home = lake["home"]
     env = {
@@ -255,11 +265,30 @@ def test_dbt_docs_generate_works_on_the_built_warehouse(lake, tmp_path):
         "SHOPLAKE_DBT_TARGET": "duckdb",
     }
     proc = subprocess.run(
-        [DBT_EXECUTABLE, "docs", "generate", "--profiles-dir", str(DBT_DIR), "--project-dir", str(DBT_DIR),
-         "--target-path", str(tmp_path), "--vars", json.dumps({"lake_root": str(home / "lake"),
-         "min_date": D2.isoformat(), "max_date": D2.isoformat()})],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            DBT_EXECUTABLE,
+            "docs",
+            "generate",
+            "--profiles-dir",
+            str(DBT_DIR),
+            "--project-dir",
+            str(DBT_DIR),
+            "--target-path",
+            str(tmp_path),
+            "--vars",
+            json.dumps(
+                {
+                    "lake_root": str(home / "lake"),
+                    "min_date": D2.isoformat(),
+                    "max_date": D2.isoformat(),
+                }
+            ),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:]
     catalog = json.loads((tmp_path / "catalog.json").read_text())
     assert "model.shoplake.fct_events" in catalog["nodes"]
@@ -293,7 +322,7 @@ def test_postgres_warehouse_builds_the_same_marts(lake, fresh_pg_db):
         "fct_events": "select event_date, count(*), count(distinct event_id) from gold.fct_events group by 1",
         "mart_product_performance": "select performance_date, sum(units_sold), count(*) from gold.mart_product_performance group by 1",
         "fct_orders": "select count(*), round(cast(sum(order_total) as numeric), 2) from gold.fct_orders",
-    }  # fmt: skip
+    }
     wh = duckdb.connect(str(lake["home"] / "warehouse.duckdb"), read_only=True)
     pg = psycopg.connect(fresh_pg_db)
     try:

@@ -16,7 +16,7 @@ import s3fs
 
 from pipeline_assets.checks import defs as check_defs
 from resources import resources_for
-from shoplake.settings import get_settings
+from shoplake.core.settings import get_settings
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.shopdb import ShopDB
 from shoplake.simulator.sinks import HttpSink, MemorySink
@@ -42,11 +42,16 @@ def s3_lake(
     fs = s3fs.S3FileSystem(endpoint_url=s3_endpoint, skip_instance_cache=True)
     fs.mkdir(bucket)
     home = tmp_path_factory.mktemp("s3home")
-    settings = get_settings({
-        "SHOPLAKE_HOME": str(home), "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "SHOPLAKE_PII_KEY": "test-pii-key", "SHOPLAKE_ENV": "ci",
-        "SHOPLAKE_LAKE_ROOT": f"s3://{bucket}/lake", "SHOPLAKE_S3_ENDPOINT_URL": s3_endpoint,
-    })  # fmt: skip
+    settings = get_settings(
+        {
+            "SHOPLAKE_HOME": str(home),
+            "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "SHOPLAKE_PII_KEY": "test-pii-key",
+            "SHOPLAKE_ENV": "ci",
+            "SHOPLAKE_LAKE_ROOT": f"s3://{bucket}/lake",
+            "SHOPLAKE_S3_ENDPOINT_URL": s3_endpoint,
+        }
+    )
     simulate(
         CONFIG,
         HttpSink(collector.url, "test-replay-key"),
@@ -67,9 +72,14 @@ def s3_lake(
         run = dg.materialize(everything, partition_key=DAY.isoformat(), resources=resources)
         assert run.success
         yield {
-            "home": home, "fs": fs, "bucket": bucket, "run": run,
-            "resources": resources, "everything": everything, "endpoint": s3_endpoint,
-        }  # fmt: skip
+            "home": home,
+            "fs": fs,
+            "bucket": bucket,
+            "run": run,
+            "resources": resources,
+            "everything": everything,
+            "endpoint": s3_endpoint,
+        }
     finally:
         os.environ.clear()
         os.environ.update(saved)
@@ -86,8 +96,16 @@ def test_every_partition_lands_in_the_bucket_with_its_manifest(s3_lake):
     assert not (s3_lake["home"] / "lake" / "bronze").exists()  # nothing went to local disk
     keys = set(objects_of_day(s3_lake))
     prefix = f"{s3_lake['bucket']}/lake"
-    tables = {"bronze/events", "bronze/dlq_events", "bronze/shop_orders", "silver/events",
-              "silver/events_quarantine", "silver/sessions", "silver/orders", "silver/products"}  # fmt: skip
+    tables = {
+        "bronze/events",
+        "bronze/dlq_events",
+        "bronze/shop_orders",
+        "silver/events",
+        "silver/events_quarantine",
+        "silver/sessions",
+        "silver/orders",
+        "silver/products",
+    }
     for table in tables:
         folder = f"{prefix}/{table}/date={DAY}"
         assert {f"{folder}/part-0.parquet", f"{folder}/_manifest.json"} <= keys, table
@@ -125,18 +143,18 @@ def test_marts_agree_with_independent_sql_over_s3_silver(s3_lake):
     revenue, orders = con.sql(
         f"select sum(total), count(distinct order_id) from {ev} where event_type = 'purchase' and not is_bot and event_date = $day",
         params={"day": DAY},
-    ).fetchall()[0]  # fmt: skip
+    ).fetchall()[0]
     sessions, dav = con.sql(
         f"select count(*), count(distinct anonymous_id) from {se} where not is_bot and session_date = $day",
         params={"day": DAY},
-    ).fetchall()[0]  # fmt: skip
+    ).fetchall()[0]
     assert orders > 0 and sessions > 100
     wh = duckdb.connect(str(s3_lake["home"] / "warehouse.duckdb"), read_only=True)
     try:
         kpi = wh.sql(
             "select revenue, n_orders, n_sessions, daily_active_visitors from gold.mart_daily_kpis where kpi_date = $day",
             params={"day": DAY},
-        ).fetchall()  # fmt: skip
+        ).fetchall()
     finally:
         wh.close()
     assert kpi == [pytest.approx((revenue, orders, sessions, dav))]

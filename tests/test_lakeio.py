@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 import s3fs
 
-from pipeline_assets.lakeio import (
+from resources import LakeResource, resources_for
+from shoplake.core.lake.io import (
     DATA_FILE,
     MANIFEST,
     LakePath,
@@ -27,8 +28,7 @@ from pipeline_assets.lakeio import (
     stored_days,
     write_partition,
 )
-from resources import LakeResource, resources_for
-from shoplake.settings import get_settings
+from shoplake.core.settings import get_settings
 
 DAY = date(2026, 3, 2)
 FRAME = pl.DataFrame({"event_id": ["a", "b", "c"], "n": [1, 2, 3]})
@@ -145,7 +145,13 @@ def test_settings_choose_the_lake_root(tmp_path: Path):
     lake = resources_for(get_settings(base))["lake"]
     assert lake.root == str(tmp_path.resolve() / "lake") and lake.dbt_env() == {}
     assert isinstance(lake.table_dir("bronze", "events"), Path)
-    s3 = get_settings(base | {"SHOPLAKE_LAKE_ROOT": "s3://bucket/lake/", "SHOPLAKE_S3_ENDPOINT_URL": "http://127.0.0.1:9000"})  # fmt: skip
+    s3 = get_settings(
+        base
+        | {
+            "SHOPLAKE_LAKE_ROOT": "s3://bucket/lake/",
+            "SHOPLAKE_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+        }
+    )
     lake = resources_for(s3)["lake"]
     assert (lake.root, lake.s3_endpoint_url) == ("s3://bucket/lake", "http://127.0.0.1:9000")
     assert str(lake.table_dir("bronze", "events")) == "s3://bucket/lake/bronze/events"
@@ -163,7 +169,7 @@ def test_unsupported_roots_say_what_to_set():
 
 
 def test_iter_partition_batches_in_file_order_and_keeps_empty_partitions(tmp_path):
-    from pipeline_assets.lakeio import iter_partition
+    from shoplake.core.lake.io import iter_partition
 
     table = tmp_path / "t"
     df = pl.DataFrame({"k": list(range(10)), "value": [f"v{i}" for i in range(10)]})

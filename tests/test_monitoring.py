@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 from pipeline_assets.ops.exporter import METRICS as DAGSTER_METRICS
 from pipeline_assets.ops.exporter import DagsterMetrics
 from shoplake.collector.metrics import CollectorMetrics
-from shoplake.settings import REPO_ROOT
+from shoplake.core.settings import REPO_ROOT
 from tests.conftest import unavailable
 
 INFRA = REPO_ROOT / "infra"
@@ -42,8 +42,9 @@ def test_prometheus_config_and_rules_are_valid():
 
 
 def test_every_alert_rule_has_a_passing_unit_test():
-    out = run(tool("promtool"), "test", "rules", "alert_rules_test.yml",
-              cwd=INFRA / "prometheus/tests")  # fmt: skip
+    out = run(
+        tool("promtool"), "test", "rules", "alert_rules_test.yml", cwd=INFRA / "prometheus/tests"
+    )
     assert "SUCCESS" in out
     rules = (INFRA / "prometheus/alert_rules.yml").read_text()
     tests = (INFRA / "prometheus/tests/alert_rules_test.yml").read_text()
@@ -90,15 +91,23 @@ def test_every_metric_in_dashboards_and_rules_is_exported():
                 assert target["datasource"]["uid"] == "prometheus"
                 used.update(METRIC.findall(target["expr"]))
     used.update(METRIC.findall((INFRA / "prometheus/alert_rules.yml").read_text()))
-    assert {"shoplake_collector_events_accepted_total", "shoplake_stream_consumer_lag_messages",
-            "shoplake_dagster_asset_check_failed", "process_resident_memory_bytes"} <= used  # fmt: skip
+    assert {
+        "shoplake_collector_events_accepted_total",
+        "shoplake_stream_consumer_lag_messages",
+        "shoplake_dagster_asset_check_failed",
+        "process_resident_memory_bytes",
+    } <= used
     assert used - exported == set()
 
 
 def test_compose_mounts_the_monitoring_config():
     compose = (REPO_ROOT / "docker-compose.yml").read_text()
-    for path in ("infra/prometheus", "infra/grafana/provisioning", "infra/grafana/dashboards",
-                 "infra/alertmanager"):  # fmt: skip
+    for path in (
+        "infra/prometheus",
+        "infra/grafana/provisioning",
+        "infra/grafana/dashboards",
+        "infra/alertmanager",
+    ):
         assert path in compose
 
 
@@ -133,11 +142,21 @@ def test_dagster_exporter_reports_runs_checks_and_freshness():
     )
     value = registry.get_sample_value
     assert value("shoplake_dagster_latest_partition_age_days", {"asset": "events"}) == 3
-    assert value("shoplake_dagster_asset_check_failed",
-                 {"asset": "events", "check": "contract", "check_severity": "WARN"}) == 1  # fmt: skip
+    assert (
+        value(
+            "shoplake_dagster_asset_check_failed",
+            {"asset": "events", "check": "contract", "check_severity": "WARN"},
+        )
+        == 1
+    )
     assert value("shoplake_dagster_last_run_failed", {"dagster_job": "nightly"}) == 1
     assert value("shoplake_dagster_runs", {"dagster_job": "nightly", "status": "FAILURE"}) == 1
     # the failed step's duration was measured (not a default of 0) and is plausible
-    assert 0 < value("shoplake_dagster_step_duration_seconds",
-                     {"dagster_job": "nightly", "step": "boom"}) < 60  # fmt: skip
+    assert (
+        0
+        < value(
+            "shoplake_dagster_step_duration_seconds", {"dagster_job": "nightly", "step": "boom"}
+        )
+        < 60
+    )
     assert 0 <= value("shoplake_dagster_last_materialization_age_seconds", {"asset": "events"}) < 60

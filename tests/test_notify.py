@@ -17,8 +17,8 @@ from pipeline_assets.ops.notify import (
     notify_run_failure,
 )
 from resources import NotifierResource, WarehouseResource
-from shoplake.notify import Notification, Notifier, read_log
-from shoplake.platform.process import free_port
+from shoplake.core.notify import Notification, Notifier, read_log
+from shoplake.core.platform.process import free_port
 
 
 class Receiver:
@@ -60,8 +60,13 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_a_notification_reaches_the_webhook_as_slack_blocks(receiver, tmp_path):
-    note = Notification("Run failed: daily_etl", "bronze__events: boom", "critical",
-                        fields={"partition": "2026-11-20"}, link="http://x/runs/1")  # fmt: skip
+    note = Notification(
+        "Run failed: daily_etl",
+        "bronze__events: boom",
+        "critical",
+        fields={"partition": "2026-11-20"},
+        link="http://x/runs/1",
+    )
     assert Notifier(receiver.url, tmp_path).send(note) is True
     (body,) = receiver.bodies
     assert "Run failed: daily_etl" in body["text"] and "boom" in body["text"]
@@ -142,8 +147,9 @@ def has_rows():
 
 def test_check_failure_sensor_posts_each_failed_check_once(receiver, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
-    dg.materialize([orders_table, no_negative_totals, has_rows], instance=instance,
-                   raise_on_error=False)  # fmt: skip
+    dg.materialize(
+        [orders_table, no_negative_totals, has_rows], instance=instance, raise_on_error=False
+    )
     resources = {"notifier": NotifierResource(home=str(tmp_path), webhook_url=receiver.url)}
     context = dg.build_sensor_context(instance=instance, resources=resources)
     notify_check_failures(context)
@@ -174,7 +180,7 @@ def test_daily_summary_reads_the_kpis_of_the_run_partition(receiver, tmp_path):
     con.sql(
         "create table gold.mart_daily_kpis as select date '2026-11-20' as kpi_date, 812 as daily_active_visitors, "
         "1004 as n_sessions, 37 as n_orders, 4210.5 as revenue, 0.0368 as conversion_rate, 0.41 as bounce_rate"
-    )  # fmt: skip
+    )
     con.close()
     instance = dg.DagsterInstance.ephemeral()
     result = daily_like_job.execute_in_process(

@@ -7,22 +7,28 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoplake.contracts import decode_event
-from shoplake.contracts.decode import encode_event
-from shoplake.contracts.model import PageView
-from shoplake.pii import PII_FIELDS, PREFIX, Pseudonymizer, network_of, normalize
+from shoplake.core.contracts import decode_event
+from shoplake.core.contracts.decode import encode_event
+from shoplake.core.contracts.model import PageView
+from shoplake.core.pii import PII_FIELDS, PREFIX, Pseudonymizer, network_of, normalize
 
 P = Pseudonymizer(b"secret-key", "k1")
 
 
 def login_doc(**traits) -> bytes:
-    return json.dumps({
-        "event_id": str(uuid.uuid4()), "event_type": "login", "schema_version": "1.0",
-        "occurred_at": "2026-11-01T10:00:00Z", "sent_at": "2026-11-01T10:00:01Z",
-        "anonymous_id": "a1", "user_id": "u1",
-        "context": {"platform": "web", "ip": "81.2.69.142", "user_agent": "UA"},
-        "traits": traits,
-    }).encode()  # fmt: skip
+    return json.dumps(
+        {
+            "event_id": str(uuid.uuid4()),
+            "event_type": "login",
+            "schema_version": "1.0",
+            "occurred_at": "2026-11-01T10:00:00Z",
+            "sent_at": "2026-11-01T10:00:01Z",
+            "anonymous_id": "a1",
+            "user_id": "u1",
+            "context": {"platform": "web", "ip": "81.2.69.142", "user_agent": "UA"},
+            "traits": traits,
+        }
+    ).encode()
 
 
 def test_declared_personal_fields_are_found_by_walking_the_contracts():
@@ -96,10 +102,14 @@ EMAIL, PHONE, IP = "alice.martin@example.com", "+33 6 12 34 56 78", "81.2.69.142
 
 def page_view(**fields) -> bytes:
     doc = {
-        "event_id": str(uuid.uuid4()), "event_type": "page_view", "schema_version": "1.0",
-        "occurred_at": "2026-11-01T10:00:00Z", "sent_at": "2026-11-01T10:00:01Z",
-        "anonymous_id": "a1", "context": {"platform": "web"},
-    }  # fmt: skip
+        "event_id": str(uuid.uuid4()),
+        "event_type": "page_view",
+        "schema_version": "1.0",
+        "occurred_at": "2026-11-01T10:00:00Z",
+        "sent_at": "2026-11-01T10:00:01Z",
+        "anonymous_id": "a1",
+        "context": {"platform": "web"},
+    }
     for name, value in fields.items():
         if name.startswith("context_"):
             doc["context"][name.removeprefix("context_")] = value
@@ -110,8 +120,12 @@ def page_view(**fields) -> bytes:
 
 PLACEMENTS = {
     "url query": {"context_page_url": f"https://shop.example/?email={EMAIL}"},
-    "url query, percent-encoded": {"context_page_url": "https://shop.example/?e=alice.martin%40example.com"},
-    "url query, by parameter name": {"context_page_url": "https://shop.example/c?name=Alice+Martin&page=2"},
+    "url query, percent-encoded": {
+        "context_page_url": "https://shop.example/?e=alice.martin%40example.com"
+    },
+    "url query, by parameter name": {
+        "context_page_url": "https://shop.example/c?name=Alice+Martin&page=2"
+    },
     "url path": {"context_page_url": f"https://shop.example/account/{EMAIL}/orders"},
     "referrer": {"context_referrer": f"https://mail.example/read?from={EMAIL}&tel=0612345678"},
     "referrer, phone": {"context_referrer": "https://s.example/?q=call+%2B33+6+12+34+56+78"},
@@ -129,10 +143,21 @@ PLACEMENTS = {
     "anonymous_id, phone": {"anonymous_id": PHONE},
     "user_id": {"user_id": EMAIL},
     "session_id": {"session_id": EMAIL},
-}  # fmt: skip
-SECRETS = (EMAIL, "alice.martin%40example.com", "Alice+Martin", "Alice Martin", "bob@example.com",
-           "0612345678", "06 12 34 56 78", "6 12 34 56 78", "4111 1111 1111 1111", IP,
-           "zoë@exämple.fr", "+6+12+34+56+78")  # fmt: skip
+}
+SECRETS = (
+    EMAIL,
+    "alice.martin%40example.com",
+    "Alice+Martin",
+    "Alice Martin",
+    "bob@example.com",
+    "0612345678",
+    "06 12 34 56 78",
+    "6 12 34 56 78",
+    "4111 1111 1111 1111",
+    IP,
+    "zoë@exämple.fr",
+    "+6+12+34+56+78",
+)
 
 
 @pytest.mark.parametrize("where", list(PLACEMENTS))
@@ -147,7 +172,7 @@ def test_personal_data_in_any_client_written_field_is_pseudonymized(where):
 
 
 def test_the_kafka_key_follows_the_stored_visitor_id():
-    from shoplake.ingest import Ingestor
+    from shoplake.core.ingest import Ingestor
 
     result = Ingestor(P).accept(page_view(anonymous_id="bob@example.com"), datetime.now(UTC))
     assert result.key.decode().startswith(PREFIX) and b"bob@" not in result.key
@@ -156,9 +181,16 @@ def test_the_kafka_key_follows_the_stored_visitor_id():
 def test_plain_values_are_left_alone():
     ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Chrome/124.0.0.0 Safari/537.36"
     url = "https://shop.example/product/123456789?utm_source=news&page=2#reviews"
-    ev = P.apply(decode_event(page_view(context_user_agent=ua, context_page_url=url,
-                                        title="Order 2026-11-01 10:00:00, 3 items",
-                                        anonymous_id="8c0d9d9e-3f0c-4a57-9a3e-5b7f43f0e2c1")))  # fmt: skip
+    ev = P.apply(
+        decode_event(
+            page_view(
+                context_user_agent=ua,
+                context_page_url=url,
+                title="Order 2026-11-01 10:00:00, 3 items",
+                anonymous_id="8c0d9d9e-3f0c-4a57-9a3e-5b7f43f0e2c1",
+            )
+        )
+    )
     assert ev.context.user_agent == ua and ev.context.page_url == url
     assert ev.title == "Order 2026-11-01 10:00:00, 3 items"
     assert ev.anonymous_id == "8c0d9d9e-3f0c-4a57-9a3e-5b7f43f0e2c1"
@@ -180,17 +212,37 @@ def test_a_client_sent_token_is_hashed_again():
 def test_the_dlq_scrubber_applies_the_same_policy_to_every_field():
     """Guards finding 5: top-level event_type leaked, phones needed a "+", percent-encoded and
     non-ASCII-domain emails were missed."""
-    from shoplake.ingest import Ingestor, Rejected
+    from shoplake.core.ingest import Ingestor, Rejected
 
-    raw = json.dumps({"event_type": "eve@example.com", "schema_version": "bob@example.com",
-                      "title": "call 0612345678", "page": "x?e=alice.martin%40example.com",
-                      "note": "zoë@exämple.fr", "phone": 33612345678,
-                      "nested": [[[{"referrer": f"https://s/?email={EMAIL}"}]]]}).encode()  # fmt: skip
-    rejected = Rejected("unknown_event_type", "unknown event_type 'eve@example.com'", raw,
-                        "eve@example.com", None, "bob@example.com")  # fmt: skip
+    raw = json.dumps(
+        {
+            "event_type": "eve@example.com",
+            "schema_version": "bob@example.com",
+            "title": "call 0612345678",
+            "page": "x?e=alice.martin%40example.com",
+            "note": "zoë@exämple.fr",
+            "phone": 33612345678,
+            "nested": [[[{"referrer": f"https://s/?email={EMAIL}"}]]],
+        }
+    ).encode()
+    rejected = Rejected(
+        "unknown_event_type",
+        "unknown event_type 'eve@example.com'",
+        raw,
+        "eve@example.com",
+        None,
+        "bob@example.com",
+    )
     value = Ingestor(P).dlq_value(rejected, datetime.now(UTC), "collector").decode()
-    for secret in ("eve@example.com", "bob@example.com", "0612345678", "alice.martin%40example",
-                   "zoë@exämple.fr", "33612345678", EMAIL):  # fmt: skip
+    for secret in (
+        "eve@example.com",
+        "bob@example.com",
+        "0612345678",
+        "alice.martin%40example",
+        "zoë@exämple.fr",
+        "33612345678",
+        EMAIL,
+    ):
         assert secret not in value, secret
     assert "eve@example.com" in raw.decode()  # positive control
 
@@ -205,8 +257,19 @@ def test_the_dlq_scrubber_bounds_depth_by_design():
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200), st.sampled_from([EMAIL, "bob@example.org", "+44 20 7946 0958",
-                                               "0612345678", "81.2.69.142", "4111111111111111"]))  # fmt: skip
+@given(
+    st.text(max_size=200),
+    st.sampled_from(
+        [
+            EMAIL,
+            "bob@example.org",
+            "+44 20 7946 0958",
+            "0612345678",
+            "81.2.69.142",
+            "4111111111111111",
+        ]
+    ),
+)
 def test_a_secret_anywhere_in_free_text_is_scrubbed(text, secret):
     cut = len(text) // 2
     mixed = f"{text[:cut]} {secret} {text[cut:]}"
@@ -229,8 +292,10 @@ def test_a_repeated_value_is_scrubbed_every_time_short_or_long(kind):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.text(max_size=100), st.sampled_from([EMAIL, "+33 6 15 18 47 46", "+04699175392",
-                                               "00000000000", "81.2.69.142"]))  # fmt: skip
+@given(
+    st.text(max_size=100),
+    st.sampled_from([EMAIL, "+33 6 15 18 47 46", "+04699175392", "00000000000", "81.2.69.142"]),
+)
 def test_a_percent_encoded_secret_in_free_text_or_an_unparseable_body_is_scrubbed(text, secret):
     """Found by the long fuzz run: a phone percent-encoded inside a URL inside a body that does
     not parse went to the DLQ raw (``%2B04699175392``: the digits follow a letter)."""

@@ -8,10 +8,10 @@ import sys
 import psycopg
 import pytest
 
-from shoplake.platform.kafka import LocalKafka
-from shoplake.platform.postgres import LocalPostgres
-from shoplake.platform.process import ProvisioningError, free_port
-from shoplake.platform.topics import describe_topics
+from shoplake.core.platform.kafka import LocalKafka
+from shoplake.core.platform.postgres import LocalPostgres
+from shoplake.core.platform.process import ProvisioningError, free_port
+from shoplake.core.platform.topics import describe_topics
 
 pytestmark = pytest.mark.integration
 
@@ -40,9 +40,15 @@ def test_kafka_refuses_a_port_someone_else_holds(kafka_broker: LocalKafka, tmp_p
 def test_cli_topics_lists_the_declared_topics(kafka_bootstrap: str):
     out = subprocess.run(
         [sys.executable, "-m", "shoplake.cli", "kafka", "topics"],
-        env={"SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap, "PATH": "/usr/bin:/bin", "COLUMNS": "200"},
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+        env={
+            "SHOPLAKE_KAFKA_BOOTSTRAP": kafka_bootstrap,
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "shop.events.dlq" in out.stdout and "30d" in out.stdout
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from shoplake.core.ingest import Ingestor
+from shoplake.core.pii import Pseudonymizer
 from shoplake.importers.land import import_file
-from shoplake.ingest import Ingestor
-from shoplake.pii import Pseudonymizer
 from shoplake.simulator.shopdb import ShopDB
 from tests.conftest import CI, DATASETS
 
@@ -50,10 +50,24 @@ def materialize(home: Path, bootstrap: str, day: str) -> None:
     (home / "dagster").mkdir(exist_ok=True)
     dagster = Path(sys.executable).with_name("dagster")
     proc = subprocess.run(
-        [str(dagster), "asset", "materialize", "-m", "pipeline_assets.definitions", "--select", "*", "--partition", day,
-         "--config-json", '{"execution": {"config": {"in_process": {}}}}'],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(dagster),
+            "asset",
+            "materialize",
+            "-m",
+            "pipeline_assets.definitions",
+            "--select",
+            "*",
+            "--partition",
+            day,
+            "--config-json",
+            '{"execution": {"config": {"in_process": {}}}}',
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
 
 
@@ -70,7 +84,7 @@ def test_rees46_clickstream(home):
         with e as (select user_id, cast(event_time as timestamp) as t from {csv}),
         g as (select user_id, t, t - lag(t) over (partition by user_id order by t) as gap from e)
         select count(*) filter (where gap is null or gap > interval 30 minute) from g
-    """).fetchall()[0][0]  # fmt: skip
+    """).fetchall()[0][0]
     wh = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     n_sessions, n_purchases, rev = wh.sql(
         "select count(*), sum(n_purchases), sum(revenue) from gold.fct_sessions where session_date = '2019-10-01'"
@@ -110,17 +124,21 @@ def test_olist(home):
     }  # orders without any item: kept in import_rejects
     items = f"read_csv('{OLIST}/olist_order_items_dataset.csv')"
     orders = f"read_csv('{OLIST}/olist_orders_dataset.csv')"
-    busiest = duckdb.sql(
-        f"select cast(cast(order_purchase_timestamp as timestamp) as date) as d, count(*) as n from {orders} "
-        "where order_status not in ('created', 'unavailable') group by 1 order by n desc, d limit 1"
-    ).fetchall()[0][0].isoformat()  # fmt: skip
+    busiest = (
+        duckdb.sql(
+            f"select cast(cast(order_purchase_timestamp as timestamp) as date) as d, count(*) as n from {orders} "
+            "where order_status not in ('created', 'unavailable') group by 1 order by n desc, d limit 1"
+        )
+        .fetchall()[0][0]
+        .isoformat()
+    )
     materialize(home, bootstrap, busiest)
     ref_orders, ref_revenue = duckdb.sql(f"""
         select count(distinct o.order_id), sum(i.price)
         from {orders} o join {items} i using (order_id)
         where o.order_status not in ('created', 'unavailable')
           and cast(cast(o.order_purchase_timestamp as timestamp) as date) = '{busiest}'
-    """).fetchall()[0]  # fmt: skip
+    """).fetchall()[0]
     wh = duckdb.connect(str(home / "warehouse.duckdb"), read_only=True)
     n_orders, revenue = wh.sql(
         f"select n_orders, revenue from gold.mart_daily_kpis where kpi_date = '{busiest}'"
@@ -129,7 +147,10 @@ def test_olist(home):
     units = wh.sql(
         f"select sum(units_sold) from gold.mart_product_performance where performance_date = '{busiest}'"
     ).fetchall()[0][0]
-    assert units == duckdb.sql(f"""
+    assert (
+        units
+        == duckdb.sql(f"""
         select count(*) from {orders} o join {items} i using (order_id)
         where o.order_status not in ('created', 'unavailable') and cast(cast(o.order_purchase_timestamp as timestamp) as date) = '{busiest}'
-    """).fetchall()[0][0]  # fmt: skip
+    """).fetchall()[0][0]
+    )

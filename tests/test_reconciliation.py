@@ -12,11 +12,11 @@ import duckdb
 import polars as pl
 import pytest
 
-from pipeline_assets.lakeio import write_partition
 from pipeline_assets.speed.assets import reconcile_day
 from resources import LakeResource, WarehouseResource
-from streaming.rows import DailyTotals
-from streaming.sinks import ParquetWriter
+from shoplake.core.lake.io import write_partition
+from shoplake.core.speed.rows import DailyTotals
+from shoplake.core.speed.tables import ParquetWriter
 
 D = date(2026, 12, 31)  # the year's last day: late events arrive in the next year
 NEXT, AFTER = D + timedelta(days=1), D + timedelta(days=2)
@@ -36,7 +36,7 @@ def lake_and_warehouse(tmp_path: Path):
                    case when i < 11 then 10.0 end as order_total,
                    i = 0 as is_bot
             from range(1000) t(i)
-        """)  # fmt: skip
+        """)
     return lake, WarehouseResource(path=str(warehouse_path))
 
 
@@ -47,9 +47,17 @@ def silver_read(lake: LakeResource, arrivals: list[date]) -> None:
 
 
 def speed(lake: LakeResource, arrival: date, events: int, purchases: int, revenue: float) -> None:
-    row = DailyTotals(event_date=D, arrival_date=arrival, events=events, bot_events=1,
-                      purchases=purchases, orders=purchases, revenue=revenue, bot_revenue=10.0,
-                      unique_visitors=events)  # fmt: skip
+    row = DailyTotals(
+        event_date=D,
+        arrival_date=arrival,
+        events=events,
+        bot_events=1,
+        purchases=purchases,
+        orders=purchases,
+        revenue=revenue,
+        bot_revenue=10.0,
+        unique_visitors=events,
+    )
     ParquetWriter(Path(lake.speed_lake_root)).upsert("daily_totals", [row])
 
 

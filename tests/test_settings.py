@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from shoplake.settings import DEV_WRITE_KEY, REPO_ROOT, ConfigError, get_settings
+from shoplake.core.settings import DEV_WRITE_KEY, REPO_ROOT, ConfigError, get_settings
 
 
 def test_local_defaults_need_no_setup():
@@ -32,8 +32,12 @@ def test_prod_requires_secrets_and_says_which():
     assert "SHOPLAKE_PII_KEY" in str(both.value) and "SHOPLAKE_WRITE_KEYS" in str(both.value)
     with pytest.raises(ConfigError, match="1 bytes: give 32 or more"):
         get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x", "SHOPLAKE_WRITE_KEYS": "a"})
-    assert get_settings({"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32,
-                         "SHOPLAKE_WRITE_KEYS": "a"}).replay_keys == ()  # fmt: skip
+    assert (
+        get_settings(
+            {"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32, "SHOPLAKE_WRITE_KEYS": "a"}
+        ).replay_keys
+        == ()
+    )
     s = get_settings(
         {"SHOPLAKE_ENV": "prod", "SHOPLAKE_PII_KEY": "x" * 32, "SHOPLAKE_WRITE_KEYS": "a, b"}
     )

@@ -21,16 +21,31 @@ def iso(t: datetime) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def ev(at: datetime, etype: str = "page_view", anon: str = "a1", received: datetime | None = None,
-       skew: timedelta = timedelta(0), event_id: str | None = None, **fields) -> dict:  # fmt: skip
+def ev(
+    at: datetime,
+    etype: str = "page_view",
+    anon: str = "a1",
+    received: datetime | None = None,
+    skew: timedelta = timedelta(0),
+    event_id: str | None = None,
+    **fields,
+) -> dict:
     received = received or at + timedelta(milliseconds=200)
     doc = {
-        "event_id": event_id or str(uuid.uuid4()), "event_type": etype, "schema_version": "1.0",
-        "occurred_at": iso(at + skew), "sent_at": iso(received - timedelta(milliseconds=50) + skew),
-        "received_at": iso(received), "anonymous_id": anon, "session_id": "s",
-        "context": {"platform": "web", "device_type": "desktop",
-                    "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"},
-    }  # fmt: skip
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_type": etype,
+        "schema_version": "1.0",
+        "occurred_at": iso(at + skew),
+        "sent_at": iso(received - timedelta(milliseconds=50) + skew),
+        "received_at": iso(received),
+        "anonymous_id": anon,
+        "session_id": "s",
+        "context": {
+            "platform": "web",
+            "device_type": "desktop",
+            "user_agent": "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+        },
+    }
     if etype == "page_view":
         doc["page_type"] = "home"
     doc.update(fields)
@@ -41,11 +56,18 @@ def bronze(docs: list[dict]) -> pl.DataFrame:
     rows = []
     for i, d in enumerate(docs):
         received = datetime.fromisoformat(d["received_at"].replace("Z", "+00:00"))
-        rows.append({
-            "kafka_partition": 0, "kafka_offset": i, "kafka_timestamp": received, "key": d["anonymous_id"],
-            "event_id": d["event_id"], "event_type": d["event_type"], "value": json.dumps(d),
-            "arrival_date": received.date(),
-        })  # fmt: skip
+        rows.append(
+            {
+                "kafka_partition": 0,
+                "kafka_offset": i,
+                "kafka_timestamp": received,
+                "key": d["anonymous_id"],
+                "event_id": d["event_id"],
+                "event_type": d["event_type"],
+                "value": json.dumps(d),
+                "arrival_date": received.date(),
+            }
+        )
     return pl.DataFrame(rows).with_columns(pl.col("kafka_timestamp").dt.cast_time_unit("ms"))
 
 
@@ -169,12 +191,24 @@ def test_sessions_gap_midnight_and_stitching():
 
 
 def test_shop_state_and_scd2():
-    hist = pl.DataFrame({
-        "product_id": ["p1", "p1", "p1", "p2"], "name": ["A", "A", "A2", "B"], "category_id": ["c"] * 4,
-        "category_code": ["x"] * 4, "brand": ["b"] * 4, "price": [10.0, 10.0, 12.0, 5.0], "currency": ["USD"] * 4,
-        "created_at": ["2026-10-01T00:00:00Z"] * 4,
-        "updated_at": ["2026-10-01T00:00:00Z", "2026-10-03T00:00:00Z", "2026-10-05T00:00:00Z", "2026-10-01T00:00:00Z"],
-    })  # fmt: skip
+    hist = pl.DataFrame(
+        {
+            "product_id": ["p1", "p1", "p1", "p2"],
+            "name": ["A", "A", "A2", "B"],
+            "category_id": ["c"] * 4,
+            "category_code": ["x"] * 4,
+            "brand": ["b"] * 4,
+            "price": [10.0, 10.0, 12.0, 5.0],
+            "currency": ["USD"] * 4,
+            "created_at": ["2026-10-01T00:00:00Z"] * 4,
+            "updated_at": [
+                "2026-10-01T00:00:00Z",
+                "2026-10-03T00:00:00Z",
+                "2026-10-05T00:00:00Z",
+                "2026-10-01T00:00:00Z",
+            ],
+        }
+    )
     cur = current_state(hist, "products")
     assert cur.filter(pl.col("product_id") == "p1")["price"].to_list() == [12.0]
     h = scd2(hist, "products").filter(pl.col("product_id") == "p1")
@@ -188,8 +222,8 @@ def test_a_day_processed_out_of_core_is_the_same_day(monkeypatch, tmp_path):
     """Past events.SPILL_ROWS a day goes through hash buckets and hourly files on disk. Duplicates
     in different batches, a bot whose burst is split across buckets, several hours, quarantine
     and contract violations must all come out as they do in memory, down to the written bytes."""
-    from pipeline_assets.lakeio import write_partition
     from pipeline_assets.silver import events
+    from shoplake.core.lake.io import write_partition
 
     dup = ev(T0, event_id="11111111-1111-4111-8111-111111111111")
     docs = [ev(T0 + timedelta(minutes=37 * i), anon=f"a{i % 3}") for i in range(12)]  # 7 hours
@@ -243,8 +277,8 @@ def test_the_silver_contract_check_reads_a_day_in_batches_and_still_sees_duplica
     """The check validates big days batch by batch; an event_id repeated across two batches
     must still fail it, and a clean day must pass."""
     from pipeline_assets import checks
-    from pipeline_assets.lakeio import write_partition
     from pipeline_assets.silver.schema import SilverEvent
+    from shoplake.core.lake.io import write_partition
 
     events = build_silver_events(
         bronze([ev(T0 + timedelta(seconds=i)) for i in range(6)]), D
@@ -288,10 +322,13 @@ def test_the_copy_kept_is_the_first_to_arrive_then_the_lowest_partition_then_off
     frame = bronze([*by_time, *by_partition, *by_offset])
     t = frame["kafka_timestamp"][0]
     placement = [  # (kafka_timestamp, partition, offset) of each row; "mobile" must win each time
-        (t + timedelta(seconds=5), 0, 0), (t, 0, 1),  # later arrival at a lower offset
-        (t, 1, 2), (t, 0, 3),  # same time, lower partition at a higher offset
-        (t, 2, 9), (t, 2, 4),  # same time and partition
-    ]  # fmt: skip
+        (t + timedelta(seconds=5), 0, 0),
+        (t, 0, 1),  # later arrival at a lower offset
+        (t, 1, 2),
+        (t, 0, 3),  # same time, lower partition at a higher offset
+        (t, 2, 9),
+        (t, 2, 4),  # same time and partition
+    ]
     frame = frame.with_columns(
         kafka_timestamp=pl.Series([p[0] for p in placement]).dt.cast_time_unit("ms"),
         kafka_partition=pl.Series([p[1] for p in placement], dtype=frame["kafka_partition"].dtype),

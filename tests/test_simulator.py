@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from shoplake import clock
-from shoplake.contracts import decode_event
-from shoplake.ingest import Accepted, Ingestor
-from shoplake.pii import Pseudonymizer
+from shoplake.core import clock
+from shoplake.core.contracts import decode_event
+from shoplake.core.ingest import Accepted, Ingestor
+from shoplake.core.pii import Pseudonymizer
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.faults import EXPECTED_REASON
 from shoplake.simulator.shopdb import TABLES, ShopDB

@@ -7,9 +7,9 @@ from collections import Counter
 
 import pytest
 
-from shoplake.ingest import Ingestor
-from shoplake.pii import Pseudonymizer
-from shoplake.platform.topics import TopicSpec, ensure_topics
+from shoplake.core.ingest import Ingestor
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.platform.topics import TopicSpec, ensure_topics
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.run import world
 from shoplake.simulator.sinks import KafkaSink, MemorySink

@@ -11,16 +11,16 @@ from bytewax.connectors.kafka import KafkaError
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from shoplake import clock
-from shoplake.ingest import DlqRecord, Ingestor
-from shoplake.pii import Pseudonymizer
+from shoplake.core import clock
+from shoplake.core.ingest import DlqRecord, Ingestor
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.speed.rows import Session, session_id
+from shoplake.core.stream_config import StreamConfig
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import MemorySink
 from streaming import reference
-from streaming.config import StreamConfig
 from streaming.events import decode_message
 from streaming.flows import Sinks, build_flow
-from streaming.rows import Session, session_id
 from streaming.sessions import SessionsLogic
 from streaming.testing import (
     DAY,
@@ -493,11 +493,24 @@ def test_a_resumed_run_ends_with_the_same_tables(simulated, tmp_path):
     assert resumed == reference.compute(simulated, config).tables
 
 
-def test_bot_user_agent_pattern_is_silvers():
-    from pipeline_assets.silver.events import BOT_UA as SILVER_BOT_UA
-    from streaming.events import BOT_UA
+def test_bot_rules_are_the_ones_silver_applies():
+    """Both layers take the bot rules from shoplake.core.rules: same agents, same cadence."""
+    from pipeline_assets.silver import events as silver
+    from shoplake.core import rules
+    from streaming.events import is_bot_agent
 
-    assert BOT_UA.pattern == SILVER_BOT_UA.pattern and BOT_UA.flags == SILVER_BOT_UA.flags
+    assert (silver.BOT_USER_AGENT, silver.BOT_GAP, silver.BOT_MIN_CLICKS) == (
+        rules.BOT_USER_AGENT,
+        rules.BOT_GAP,
+        rules.BOT_MIN_CLICKS,
+    )
+    assert (TEST_CONFIG.rules.bot_gap, TEST_CONFIG.rules.bot_min_clicks) == (
+        rules.BOT_GAP,
+        rules.BOT_MIN_CLICKS,
+    )
+    for agent in ["Googlebot/2.1", "curl/8.5", "HeadlessChrome/120", "Mozilla/5.0 Firefox/121"]:
+        assert is_bot_agent(agent) == bool(rules.BOT_USER_AGENT.search(agent))
+    assert is_bot_agent("Googlebot/2.1") and not is_bot_agent("Mozilla/5.0 Firefox/121")
 
 
 def test_timestamps_are_utc_and_windows_aligned():
@@ -734,14 +747,16 @@ def test_every_alert_rule_at_its_edges_equals_the_reference():
     assert run.tables()["alerts"] == expected.tables["alerts"]
 
     fired = sorted((a.rule, a.subject, a.window_start) for a in run.rows("alerts").values())
-    assert fired == sorted([
-        ("large_purchase", "lp-above", T0 + m),
-        ("bot_click_cadence", "bot-99", T0 + 2 * m),
-        ("traffic_spike", "1m:all", T0 + 63 * m),
-        ("revenue_drop", "5m:all", T0 + 2 * h + 10 * m),
-        ("error_rate", "1m:all", T0 + 3 * h + 2 * m),
-        ("error_rate", "1m:all", T0 + 3 * h + 4 * m),
-    ])  # fmt: skip
+    assert fired == sorted(
+        [
+            ("large_purchase", "lp-above", T0 + m),
+            ("bot_click_cadence", "bot-99", T0 + 2 * m),
+            ("traffic_spike", "1m:all", T0 + 63 * m),
+            ("revenue_drop", "5m:all", T0 + 2 * h + 10 * m),
+            ("error_rate", "1m:all", T0 + 3 * h + 2 * m),
+            ("error_rate", "1m:all", T0 + 3 * h + 4 * m),
+        ]
+    )
 
 
 def test_daily_totals_of_bots_orders_and_late_purchases_equal_the_reference():
@@ -751,18 +766,26 @@ def test_daily_totals_of_bots_orders_and_late_purchases_equal_the_reference():
     bot_ua = "Googlebot/2.1"
     docs = [
         event("purchase", "bot", T0, total=7, order_id="o-bot-1", user_agent=bot_ua),
-        event("purchase", "bot", T0 + timedelta(seconds=1), total=8, order_id="o-bot-2",
-              user_agent=bot_ua),
+        event(
+            "purchase",
+            "bot",
+            T0 + timedelta(seconds=1),
+            total=8,
+            order_id="o-bot-2",
+            user_agent=bot_ua,
+        ),
         event("page_view", "bot", T0 + timedelta(seconds=2), user_agent=bot_ua),
         event("purchase", "human", T0 + timedelta(seconds=3), total=10, order_id="o-h"),
-        event("purchase", "human", T0 + timedelta(seconds=4), total=10, order_id="o-h"),  # same order
+        event(
+            "purchase", "human", T0 + timedelta(seconds=4), total=10, order_id="o-h"
+        ),  # same order
         # four days late: beyond the daily lateness (3 days), counted as a late 1d event
         event("purchase", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=5), total=2.5),
         event("page_view", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=6)),
         event("page_view", "late", T0 - timedelta(days=4), T0 + timedelta(seconds=6.5)),
         # exactly three days late, at noon: still counted in its own day
         event("page_view", "edge", T0 - timedelta(days=3), T0 + timedelta(seconds=7)),
-    ]  # fmt: skip
+    ]
     records = msgs(*docs)
     run = run_flow(records)
     expected = reference.compute(records, TEST_CONFIG)

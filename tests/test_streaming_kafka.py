@@ -15,18 +15,18 @@ import msgspec
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 
-from shoplake.ingest import Ingestor
-from shoplake.kafka_io import KafkaWriter, Message
-from shoplake.pii import Pseudonymizer
-from shoplake.platform.topics import TopicSpec, ensure_topics
+from shoplake.core.ingest import Ingestor
+from shoplake.core.kafka_io import KafkaWriter, Message
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.platform.topics import TopicSpec, ensure_topics
+from shoplake.core.speed.progress import consumer_lag, read_offsets
+from shoplake.core.speed.rows import TABLES
+from shoplake.core.speed.tables import read_table
+from shoplake.core.stream_config import StreamConfig
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import KafkaSink
 from streaming import reference
-from streaming.config import StreamConfig
 from streaming.launch import Launch, start, wait
-from streaming.progress import consumer_lag, read_offsets
-from streaming.rows import TABLES
-from streaming.sinks import read_table
 from streaming.testing import replay_config
 from tests.conftest import REPLAY_DAY, clean_env
 from tests.kafka_util import consume_all
@@ -57,8 +57,13 @@ def test_stream_survives_two_kills_without_loss_or_duplicates(
 ):
     tag = uuid.uuid4().hex[:8]
     events_topic, dlq_topic = f"stream-{tag}.events", f"stream-{tag}.dlq"
-    ensure_topics(kafka_bootstrap, {events_topic: TopicSpec(events_topic, 6, -1, "delete"),
-                                    dlq_topic: TopicSpec(dlq_topic, 3, -1, "delete")})  # fmt: skip
+    ensure_topics(
+        kafka_bootstrap,
+        {
+            events_topic: TopicSpec(events_topic, 6, -1, "delete"),
+            dlq_topic: TopicSpec(dlq_topic, 3, -1, "delete"),
+        },
+    )
     monkeypatch.setattr("shoplake.simulator.sinks.EVENTS_TOPIC", events_topic)
     monkeypatch.setattr("shoplake.simulator.sinks.DLQ_TOPIC", dlq_topic)
     faults = FaultRates(duplicate=0.01, late=0.01, bot_burst=0.02, malformed_json=0.003)
@@ -70,8 +75,12 @@ def test_stream_survives_two_kills_without_loss_or_duplicates(
         show_progress=False,
     )
     writer = KafkaWriter(kafka_bootstrap)  # two records only the stream can reject
-    writer.send_sync([Message(events_topic, b"visitor-x", b'{"event_type": "page_view"', 1_700_000_000_000),
-                      Message(events_topic, b"visitor-y", b"[1, 2]", 1_700_000_000_001)])  # fmt: skip
+    writer.send_sync(
+        [
+            Message(events_topic, b"visitor-x", b'{"event_type": "page_view"', 1_700_000_000_000),
+            Message(events_topic, b"visitor-y", b"[1, 2]", 1_700_000_000_001),
+        ]
+    )
     writer.close()
     inputs = consume_all(kafka_bootstrap, events_topic, timeout=60) + consume_all(
         kafka_bootstrap, dlq_topic
@@ -81,10 +90,15 @@ def test_stream_survives_two_kills_without_loss_or_duplicates(
 
     home, recovery = tmp_path / "home", tmp_path / "recovery"
     env = clean_env()
-    env.update(SHOPLAKE_HOME=str(home), SHOPLAKE_KAFKA_BOOTSTRAP=kafka_bootstrap,
-               SHOPLAKE_STREAM_TOPICS=f"{events_topic},{dlq_topic}", SHOPLAKE_STREAM_DLQ_TOPIC=dlq_topic,
-               SHOPLAKE_STREAM_SINKS="parquet", SHOPLAKE_STREAM_METRICS_PORT="0",
-               SHOPLAKE_STREAM_DAILY_EMIT_SECONDS="1")  # fmt: skip
+    env.update(
+        SHOPLAKE_HOME=str(home),
+        SHOPLAKE_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        SHOPLAKE_STREAM_TOPICS=f"{events_topic},{dlq_topic}",
+        SHOPLAKE_STREAM_DLQ_TOPIC=dlq_topic,
+        SHOPLAKE_STREAM_SINKS="parquet",
+        SHOPLAKE_STREAM_METRICS_PORT="0",
+        SHOPLAKE_STREAM_DAILY_EMIT_SECONDS="1",
+    )
     launch = Launch(recovery_dir=recovery, snapshot_seconds=1, eof=True)
 
     # Killed at about 30 % and 60 % of the input; resumed with another worker count each time.

@@ -19,10 +19,19 @@ def live(event_id: str, received_ms: int, **fields) -> LiveEvent:
     at = datetime.fromtimestamp(received_ms / 1000, UTC)
     fields = {"event_type": "page_view", "anonymous_id": "v"} | fields
     return LiveEvent(
-        event_id=event_id, event_at=at, received_at=at, **fields,
-        event_ms=received_ms, received_ms=received_ms, platform="web", device_type="desktop",
-        is_bot_ua=False, shard="0", partition=0, offset=0,
-    )  # fmt: skip
+        event_id=event_id,
+        event_at=at,
+        received_at=at,
+        **fields,
+        event_ms=received_ms,
+        received_ms=received_ms,
+        platform="web",
+        device_type="desktop",
+        is_bot_ua=False,
+        shard="0",
+        partition=0,
+        offset=0,
+    )
 
 
 def passed(logic: DedupeLogic, *items: LiveEvent) -> list[tuple[str, int]]:
@@ -89,8 +98,9 @@ def test_the_visitor_alert_step_forgets_runs_buyers_and_fired_alerts_at_their_ho
     logic = VisitorAlertsLogic(config, None)
     t = T0_MS
     logic.on_event(live("e1", t, anonymous_id="clicker"), t)
-    purchase = live("e2", t, anonymous_id="buyer", event_type="purchase", order_id="o1",
-                    revenue_cents=1000)  # fmt: skip
+    purchase = live(
+        "e2", t, anonymous_id="buyer", event_type="purchase", order_id="o1", revenue_cents=1000
+    )
     logic.on_event(purchase, t)
     logic.s["fired"]["an-alert"] = t // DAY_MS
 

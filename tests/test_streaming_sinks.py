@@ -10,17 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 from bytewax.testing import TestingSource, run_main
 
-from streaming import sinks
+from shoplake.core.speed import tables
+from shoplake.core.speed.rows import Alert, DailyTotals, WindowMetrics
+from shoplake.core.speed.tables import ParquetWriter, compact_partition, read_table, table_dir
 from streaming.flows import Sinks, build_flow
-from streaming.rows import Alert, DailyTotals, WindowMetrics
-from streaming.sinks import (
-    ParquetWriter,
-    PostgresWriter,
-    compact_partition,
-    read_table,
-    table_dir,
-    table_sink,
-)
+from streaming.sinks import PostgresWriter, table_sink
 from streaming.testing import TEST_CONFIG, at, event, message, numbered
 
 T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
@@ -29,12 +23,25 @@ T0 = datetime(2026, 3, 2, 12, tzinfo=UTC)
 def metrics(minute: int, events: int, value: str = "all") -> WindowMetrics:
     start = T0 + timedelta(minutes=minute)
     return WindowMetrics(
-        window_size="1m", window_start=start, window_end=start + timedelta(minutes=1),
-        dimension="all" if value == "all" else "platform", dimension_value=value, events=events,
-        unique_visitors=events, page_views=events, product_views=0, add_to_carts=0, checkouts=0,
-        purchases=0, buyers=0, revenue=0.0, conversion_rate=None, rejected=0, future_events=0,
+        window_size="1m",
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        dimension="all" if value == "all" else "platform",
+        dimension_value=value,
+        events=events,
+        unique_visitors=events,
+        page_views=events,
+        product_views=0,
+        add_to_carts=0,
+        checkouts=0,
+        purchases=0,
+        buyers=0,
+        revenue=0.0,
+        conversion_rate=None,
+        rejected=0,
+        future_events=0,
         error_rate=None,
-    )  # fmt: skip
+    )
 
 
 def as_rows(df: pl.DataFrame, cls) -> list:
@@ -72,8 +79,17 @@ def test_the_last_row_written_for_a_key_wins(tmp_path):
 
 def test_tables_are_laid_out_by_date(tmp_path):
     writer = ParquetWriter(tmp_path)
-    day1 = DailyTotals(event_date=date(2026, 3, 1), arrival_date=date(2026, 3, 1), events=1, bot_events=0, purchases=0, orders=0,
-                       revenue=0.0, bot_revenue=0.0, unique_visitors=1)  # fmt: skip
+    day1 = DailyTotals(
+        event_date=date(2026, 3, 1),
+        arrival_date=date(2026, 3, 1),
+        events=1,
+        bot_events=0,
+        purchases=0,
+        orders=0,
+        revenue=0.0,
+        bot_revenue=0.0,
+        unique_visitors=1,
+    )
     day2 = msgspec.structs.replace(
         day1, event_date=date(2026, 3, 2), arrival_date=date(2026, 3, 2), events=2
     )
@@ -93,7 +109,7 @@ def test_a_failed_write_leaves_no_part_behind(tmp_path, monkeypatch):
             fh.write(b"PAR1 truncated")
         raise OSError("disk full")
 
-    monkeypatch.setattr(sinks.pq, "write_table", half_written)
+    monkeypatch.setattr(tables.pq, "write_table", half_written)
     with pytest.raises(OSError, match="disk full"):
         writer.upsert("window_metrics", [metrics(0, 99)])
     files = list(table_dir(tmp_path, "window_metrics").rglob("*"))
@@ -161,8 +177,14 @@ def test_postgres_upserts_by_natural_key(fresh_pg_db):
     import psycopg
 
     writer = PostgresWriter(fresh_pg_db)
-    alert = Alert(alert_id="a1", rule="traffic_spike", severity="warning", window_start=T0,
-                  subject="1m:all", evidence='{"ratio": 3.5}')  # fmt: skip
+    alert = Alert(
+        alert_id="a1",
+        rule="traffic_spike",
+        severity="warning",
+        window_start=T0,
+        subject="1m:all",
+        evidence='{"ratio": 3.5}',
+    )
     writer.upsert("window_metrics", [metrics(0, 5), metrics(1, 7)])
     writer.upsert("window_metrics", [metrics(0, 5), metrics(1, 7)])  # replayed
     writer.upsert("window_metrics", [metrics(0, 9)])  # corrected

@@ -1,6 +1,6 @@
 import pytest
 
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, load_topics, parse_retention
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, load_topics, parse_retention
 
 
 def test_declared_topics():

@@ -8,7 +8,6 @@ import polars as pl
 
 from pipeline_assets.bronze.kafka_day import extract_day
 from pipeline_assets.bronze.shopdb import SHOP_TABLES, extract_table, table_schema
-from pipeline_assets.lakeio import LakePath, stored_days, write_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.policies import (
     IO_RETRY,
@@ -19,8 +18,9 @@ from pipeline_assets.policies import (
 )
 from pipeline_assets.sources.kafka_topics import topic_key
 from resources import KafkaResource, LakeResource, PIIResource, ShopDBResource
-from shoplake.platform.kafka import wait_for_broker
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.core.lake.io import LakePath, stored_days, write_partition
+from shoplake.core.platform.kafka import wait_for_broker
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 
 
 def _kafka_day_asset(name: str, topic: str, dlq: bool, description: str) -> dg.AssetsDefinition:
@@ -65,14 +65,18 @@ def _kafka_day_asset(name: str, topic: str, dlq: bool, description: str) -> dg.A
 
 
 bronze_events = _kafka_day_asset(
-    "events", EVENTS_TOPIC, False,
+    "events",
+    EVENTS_TOPIC,
+    False,
     "Every record of shop.events whose Kafka timestamp (collector receive time) falls in the day, "
     "as received, with partition/offset and a manifest.",
-)  # fmt: skip
+)
 bronze_dlq_events = _kafka_day_asset(
-    "dlq_events", DLQ_TOPIC, True,
+    "dlq_events",
+    DLQ_TOPIC,
+    True,
     "Every record of shop.events.dlq for the day: rejected events with their reason, kept and queryable.",
-)  # fmt: skip
+)
 
 
 def _shop_table_asset(table: str) -> dg.AssetsDefinition:

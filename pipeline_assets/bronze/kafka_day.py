@@ -23,19 +23,9 @@ import msgspec
 import polars as pl
 from confluent_kafka import OFFSET_END, Consumer, KafkaError, KafkaException, TopicPartition
 
-from shoplake import clock
-from shoplake.kafka_io import client_config
-
-BRONZE_SCHEMA = {
-    "kafka_partition": pl.Int32,
-    "kafka_offset": pl.Int64,
-    "kafka_timestamp": pl.Datetime("ms", "UTC"),
-    "key": pl.String,
-    "event_id": pl.String,
-    "event_type": pl.String,
-    "value": pl.String,
-}
-DLQ_SCHEMA = {**BRONZE_SCHEMA, "reason": pl.String}
+from shoplake.core import clock
+from shoplake.core.kafka_io import client_config
+from shoplake.core.lake.bronze import BRONZE_SCHEMA, DLQ_SCHEMA
 
 
 class DayOutsideRetention(RuntimeError):
@@ -63,15 +53,17 @@ def day_bounds_ms(day: date) -> tuple[int, int]:
 
 
 def _consumer(bootstrap: str) -> Consumer:
-    return Consumer({
-        **client_config(bootstrap),
-        "group.id": f"shoplake-bronze-{uuid.uuid4().hex}",  # offsets are never committed
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-        "auto.offset.reset": "earliest",
-        "fetch.max.bytes": 64 * 1024 * 1024,
-        "max.partition.fetch.bytes": 16 * 1024 * 1024,
-    })  # fmt: skip
+    return Consumer(
+        {
+            **client_config(bootstrap),
+            "group.id": f"shoplake-bronze-{uuid.uuid4().hex}",  # offsets are never committed
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+        }
+    )
 
 
 def _first_timestamp(consumer: Consumer, tp: TopicPartition, timeout: float) -> int | None:
@@ -105,9 +97,16 @@ def beyond_retention(day: date, retention_ms: int, now_ms: int) -> bool:
 
 
 def _guard_retention(
-    consumer: Consumer, bootstrap: str, topic: str, partition: int, low: int, high: int,
-    day: date, start_ms: int, timeout: float,
-) -> None:  # fmt: skip
+    consumer: Consumer,
+    bootstrap: str,
+    topic: str,
+    partition: int,
+    low: int,
+    high: int,
+    day: date,
+    start_ms: int,
+    timeout: float,
+) -> None:
     """Raise DayOutsideRetention when records of ``day`` may have been deleted from this partition."""
     where = f"{topic} partition {partition}"
     if low < high:

@@ -15,8 +15,8 @@ from typing import Any
 
 import polars as pl
 
-from shoplake.pii import Pseudonymizer
-from shoplake.simulator.shopdb import INTEGER, KEYS, NUMERIC, TABLES
+from shoplake.core.contracts.shopdb import INTEGER, KEYS, NUMERIC, TABLES
+from shoplake.core.pii import Pseudonymizer
 
 PERSONAL = {"customers": {"email": "email", "phone": "phone"}}
 SHOP_TABLES = tuple(TABLES)

@@ -13,7 +13,7 @@ from datetime import date
 
 import polars as pl
 
-from pipeline_assets.lakeio import LakePath, lake_location, read_partition
+from shoplake.core.lake.io import LakePath, lake_location, read_partition
 
 SCHEMA = "silver"
 DAILY_TABLES = ("events", "events_quarantine", "sessions")

@@ -12,11 +12,11 @@ import msgspec
 import polars as pl
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline_assets.lakeio import LakePath, read_partition, stored_days, write_partition
-from shoplake import clock
-from shoplake.ingest import Accepted, DlqRecord, Ingestor
-from shoplake.kafka_io import KafkaWriter, Message, client_config
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.core import clock
+from shoplake.core.ingest import Accepted, DlqRecord, Ingestor
+from shoplake.core.kafka_io import KafkaWriter, Message, client_config
+from shoplake.core.lake.io import LakePath, read_partition, stored_days, write_partition
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 
 MAX_ATTEMPTS = 5
 BASE_BACKOFF = timedelta(minutes=15)
@@ -113,8 +113,15 @@ def retry_dlq(
         # stamped with the original receipt time: it lands on the arrival day it first had
         result = ingestor.accept(raw_bytes(rec), rec.received_at, trusted_tokens=True)
         if isinstance(result, Accepted):
-            replays.append(Message(events_topic, result.key, result.value, result.timestamp_ms,
-                                   [("event_type", result.event_type.encode()), ("replayed_from", b"dlq")]))  # fmt: skip
+            replays.append(
+                Message(
+                    events_topic,
+                    result.key,
+                    result.value,
+                    result.timestamp_ms,
+                    [("event_type", result.event_type.encode()), ("replayed_from", b"dlq")],
+                )
+            )
             status, error, report.replayed = "replayed", None, report.replayed + 1
         elif attempts >= MAX_ATTEMPTS:
             status, error, report.gave_up = "gave_up", result.error, report.gave_up + 1
@@ -125,10 +132,15 @@ def retry_dlq(
                 report.still_rejected + 1,
             )
         history[key] = {
-            "retry_key": key, "event_id": rec.event_id, "reason": rec.reason, "attempts": attempts,
-            "status": status, "last_error": error, "last_attempt_at": now,
+            "retry_key": key,
+            "event_id": rec.event_id,
+            "reason": rec.reason,
+            "attempts": attempts,
+            "status": status,
+            "last_error": error,
+            "last_attempt_at": now,
             "next_attempt_at": now + BASE_BACKOFF * (2 ** (attempts - 1)),
-        }  # fmt: skip
+        }
     if replays:
         writer = KafkaWriter(bootstrap, delivery_timeout_ms=30_000)
         try:

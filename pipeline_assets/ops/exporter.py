@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from shoplake import clock
+from shoplake.core import clock
 
 RUN_WINDOW_SECONDS = 24 * 3600
 CHECK_EVENTS_SCANNED = 5000
@@ -60,15 +60,17 @@ class DagsterMetrics(Collector):
             if run.is_finished:
                 latest.setdefault(run.job_name, run)
         total = GaugeMetricFamily(
-            "shoplake_dagster_runs", "Runs created in the last 24 h by job and status",
+            "shoplake_dagster_runs",
+            "Runs created in the last 24 h by job and status",
             labels=["dagster_job", "status"],
-        )  # fmt: skip
+        )
         for (job, status), n in sorted(counts.items()):
             total.add_metric([job, status], n)
         failed = GaugeMetricFamily(
-            "shoplake_dagster_last_run_failed", "1 if the job's latest finished run failed",
+            "shoplake_dagster_last_run_failed",
+            "1 if the job's latest finished run failed",
             labels=["dagster_job"],
-        )  # fmt: skip
+        )
         steps = GaugeMetricFamily(
             "shoplake_dagster_step_duration_seconds",
             "Step (asset) durations of each job's latest finished run",

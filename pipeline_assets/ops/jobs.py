@@ -1,16 +1,15 @@
 """DLQ retry job and DLQ growth sensor (the seeds' "DLQ retry" and "DLQ alert" DAGs)."""
 
-import os
-
 import dagster as dg
 
 from pipeline_assets.ops.dlq import dlq_size, retry_dlq
 from pipeline_assets.sources.kafka_topics import topic_key
 from resources import KafkaResource, LakeResource, PIIResource
-from shoplake.ingest import Ingestor
-from shoplake.platform.topics import DLQ_TOPIC
+from shoplake.core.ingest import Ingestor
+from shoplake.core.platform.topics import DLQ_TOPIC
+from shoplake.core.settings import get_settings
 
-DLQ_GROWTH_THRESHOLD = int(os.environ.get("SHOPLAKE_DLQ_ALERT_THRESHOLD", "100"))
+DLQ_GROWTH_THRESHOLD = get_settings().dlq_alert_threshold
 
 
 @dg.op(

@@ -10,7 +10,7 @@ import dagster as dg
 
 from pipeline_assets.jobs import daily_etl_job
 from resources import NotifierResource, WarehouseResource
-from shoplake.notify import Notification
+from shoplake.core.notify import Notification
 
 RANGE_END = "dagster/asset_partition_range_end"
 PARTITION = "dagster/partition"

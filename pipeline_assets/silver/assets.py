@@ -8,7 +8,6 @@ import dagster as dg
 import polars as pl
 
 from pipeline_assets.bronze.shopdb import SHOP_TABLES
-from pipeline_assets.lakeio import has_partition, iter_partition, read_partitions, write_partition
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.policies import column_schema, partition_days, partition_metadata
 from pipeline_assets.silver.events import (
@@ -20,10 +19,11 @@ from pipeline_assets.silver.sessions import COLUMNS as SESSION_COLUMNS
 from pipeline_assets.silver.sessions import sessionize
 from pipeline_assets.silver.shop import SCD2_TRACKED, current_state, history_until, scd2
 from resources import LakeResource
-from shoplake.days import arrival_window
-from shoplake.importers.land import IMPORT_PREFIX, REJECTS_TABLE, import_table_name
-from shoplake.importers.mapping import MAPPINGS_DIR
-from shoplake.settings import get_settings
+from shoplake.core.days import arrival_window
+from shoplake.core.import_mapping.mapping import MAPPINGS_DIR
+from shoplake.core.lake.imports import IMPORT_PREFIX, REJECTS_TABLE, import_table_name
+from shoplake.core.lake.io import has_partition, iter_partition, read_partitions, write_partition
+from shoplake.core.settings import get_settings
 
 LATENESS_DAYS = get_settings().lateness_days  # read once, as the partition mappings are
 RECONCILIATION = "bronze_rows_reconcile"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,19 +27,31 @@ import pandera.polars as pa
 import polars as pl
 
 from pipeline_assets.silver.schema import SilverEvent, event_struct
-from shoplake.contracts.event_time import event_time, is_future
+from shoplake.core.contracts.event_time import event_time, is_future
+from shoplake.core.rules import BOT_GAP, BOT_MIN_CLICKS, BOT_USER_AGENT
+from shoplake.core.settings import get_settings
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
-BOT_UA = re.compile(r"bot|crawl|spider|scrap|headless|python-requests|curl|wget|httpclient", re.I)
-BOT_GAP = timedelta(milliseconds=100)
-BOT_MIN_CLICKS = 5
 # Past this many bronze rows a day is processed out of core (build_silver_events_from), in
 # BUCKETS pieces by a hash of event_id.
-SPILL_ROWS = int(os.environ.get("SHOPLAKE_SILVER_SPILL_ROWS", "2000000"))
-BUCKETS = int(os.environ.get("SHOPLAKE_SILVER_BUCKETS", "32"))
+SPILL_ROWS = get_settings().silver_spill_rows
+BUCKETS = get_settings().silver_buckets
 
-_CONTEXT = ("platform", "device_type", "user_agent", "ip", "locale", "country", "page_url", "referrer",
-            "utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")  # fmt: skip
+_CONTEXT = (
+    "platform",
+    "device_type",
+    "user_agent",
+    "ip",
+    "locale",
+    "country",
+    "page_url",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+)
 
 
 def decode(bronze: pl.DataFrame) -> pl.DataFrame:
@@ -67,12 +77,16 @@ def decode(bronze: pl.DataFrame) -> pl.DataFrame:
         f for f in struct.to_schema() if f not in ("context", "traits", "event_id", "event_type")
     ]
     df = df.select(
-        "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date", "value",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "arrival_date",
+        "value",
         pl.col("event_id"),
         pl.col("_e").struct.field("event_type").alias("event_type"),
         *[pl.col("_e").struct.field(f) for f in fields],
         *[pl.col("_e").struct.field("context").struct.field(c).alias(c) for c in _CONTEXT],
-    )  # fmt: skip
+    )
     df = df.rename({"ip": "ip_token"}).drop("pii_key_id")
     return df.with_columns(
         pl.col(c).str.to_datetime(TS_FORMAT, time_zone="UTC", strict=False)
@@ -125,7 +139,7 @@ def parse_user_agents(df: pl.DataFrame) -> pl.DataFrame:
 
 def cadence_bots(keys: pl.DataFrame) -> pl.DataFrame:
     """Visitors with >= 5 events less than 100 ms apart (``keys``: anonymous_id, event_at), with
-    ``cadence_bot`` true. Crawler user agents are the other bot rule (``BOT_UA``)."""
+    ``cadence_bot`` true. Crawler user agents are the other bot rule (``BOT_USER_AGENT``)."""
     return (
         keys.sort("anonymous_id", "event_at")
         .with_columns(gap=pl.col("event_at").diff().over("anonymous_id"))
@@ -214,11 +228,14 @@ def _prepare(
     future = is_future(pl.col("received_at"), pl.col("sent_at"), pl.col("occurred_at"))
     too_late = pl.col("event_date") < pl.col("arrival_date") - pl.duration(days=lateness_days)
     df = df.with_columns(
-        reason=pl.when(unparseable).then(pl.lit("unparseable"))
-        .when(future).then(pl.lit("future_event"))
-        .when(too_late).then(pl.lit("late_beyond_window"))
+        reason=pl.when(unparseable)
+        .then(pl.lit("unparseable"))
+        .when(future)
+        .then(pl.lit("future_event"))
+        .when(too_late)
+        .then(pl.lit("late_beyond_window"))
         .otherwise(None)
-    )  # fmt: skip
+    )
     raw = _compact(df.filter(pl.col("reason").is_not_null()).select("_src", "value"))
     return df.drop("value"), raw
 
@@ -240,8 +257,17 @@ def _raw_json(read: BronzeReader, src: pl.Series) -> pl.DataFrame:
     return pl.concat(out) if out else pl.DataFrame(schema={"_src": pl.UInt32, "value": pl.String})
 
 
-_QUARANTINE_KEEP = ("_src", "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date",
-                    "event_id", "event_type", "event_date", "reason")  # fmt: skip
+_QUARANTINE_KEEP = (
+    "_src",
+    "kafka_partition",
+    "kafka_offset",
+    "kafka_timestamp",
+    "arrival_date",
+    "event_id",
+    "event_type",
+    "event_date",
+    "reason",
+)
 
 
 def build_silver_events_from(
@@ -287,8 +313,10 @@ def _build(
         held.append(part)
         if rows > SPILL_ROWS:
             if not spilled:
-                log(f"silver/events {day}: more than {SPILL_ROWS:,} bronze rows, out of core in "
-                    f"{BUCKETS} buckets under {folder}")  # fmt: skip
+                log(
+                    f"silver/events {day}: more than {SPILL_ROWS:,} bronze rows, out of core in "
+                    f"{BUCKETS} buckets under {folder}"
+                )
             for frame in held:
                 _file_by_bucket(frame, folder, spilled)
                 spilled += 1
@@ -310,7 +338,7 @@ def _build(
         del bucket
         stats = {k: stats[k] + counts[k] for k in stats}
         good = parse_user_agents(good).with_columns(
-            is_bot=pl.col("user_agent").fill_null("").str.contains(f"(?i){BOT_UA.pattern}")
+            is_bot=pl.col("user_agent").fill_null("").str.contains(f"(?i){BOT_USER_AGENT.pattern}")
         )
         keys.append(_compact(good.select("anonymous_id", "event_at")))
         ok, violated = validate(good)
@@ -322,8 +350,10 @@ def _build(
             _file_by_hour(ok, folder, n)
             oks.append(ok.clear())
             if n % 8 == 7:
-                log(f"silver/events {day}: {n + 1} buckets deduplicated and validated "
-                    f"({time.monotonic() - started:.0f} s)")  # fmt: skip
+                log(
+                    f"silver/events {day}: {n + 1} buckets deduplicated and validated "
+                    f"({time.monotonic() - started:.0f} s)"
+                )
         else:
             oks.append(ok)
         del ok
@@ -399,8 +429,10 @@ def _resolve(df: pl.DataFrame, day: date) -> tuple[pl.DataFrame, pl.DataFrame, d
     canonical = pl.repeat(False, df.height, eager=True).scatter(order, first)
     df = df.with_columns(
         is_canonical=canonical | pl.col("event_id").is_null(),
-        bucket=pl.when(pl.col("reason").is_null()).then(pl.col("event_date")).otherwise(pl.col("arrival_date")),
-    )  # fmt: skip
+        bucket=pl.when(pl.col("reason").is_null())
+        .then(pl.col("event_date"))
+        .otherwise(pl.col("arrival_date")),
+    )
     del order, first, canonical
     canon_bucket = df.filter(pl.col("is_canonical") & pl.col("event_id").is_not_null()).select(
         "event_id", pl.col("bucket").alias("canonical_bucket")
@@ -477,9 +509,15 @@ def validate(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 def quarantine_rows(df: pl.DataFrame, reason: str | None) -> pl.DataFrame:
     cols: list[Any] = [
-        "_src", "kafka_partition", "kafka_offset", "kafka_timestamp", "arrival_date", "event_id",
-        "event_type", pl.col("value").alias("raw"),
-    ]  # fmt: skip
+        "_src",
+        "kafka_partition",
+        "kafka_offset",
+        "kafka_timestamp",
+        "arrival_date",
+        "event_id",
+        "event_type",
+        pl.col("value").alias("raw"),
+    ]
     out = df.select(*cols, pl.col("event_date"))
     out = out.with_columns(reason=pl.lit(reason) if reason else df["reason"])
     detail = (
@@ -490,8 +528,19 @@ def quarantine_rows(df: pl.DataFrame, reason: str | None) -> pl.DataFrame:
     return out.with_columns(detail=detail)
 
 
-_FIRST = ("event_id", "event_type", "schema_version", "event_at", "event_date", "occurred_at", "sent_at",
-          "received_at", "anonymous_id", "user_id", "session_id")  # fmt: skip
+_FIRST = (
+    "event_id",
+    "event_type",
+    "schema_version",
+    "event_at",
+    "event_date",
+    "occurred_at",
+    "sent_at",
+    "received_at",
+    "anonymous_id",
+    "user_id",
+    "session_id",
+)
 
 
 def _column_order(name: str) -> tuple[int, str]:

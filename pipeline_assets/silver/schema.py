@@ -8,7 +8,7 @@ import msgspec
 import pandera.polars as pa
 import polars as pl
 
-from shoplake.contracts.model import CONTRACTS, EVENT_TYPES
+from shoplake.core.contracts.model import CONTRACTS, EVENT_TYPES
 
 _SCALARS = {
     msgspec.inspect.StrType: pl.String,

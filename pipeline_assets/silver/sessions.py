@@ -16,9 +16,24 @@ import polars as pl
 
 INACTIVITY = timedelta(minutes=30)
 # The silver/events columns sessionize reads (three days of events: read only these).
-COLUMNS = ["event_id", "event_type", "event_at", "anonymous_id", "user_id", "total", "platform",
-           "device_type", "browser", "os", "country", "page_url", "utm_source", "utm_medium",
-           "utm_campaign", "is_bot"]  # fmt: skip
+COLUMNS = [
+    "event_id",
+    "event_type",
+    "event_at",
+    "anonymous_id",
+    "user_id",
+    "total",
+    "platform",
+    "device_type",
+    "browser",
+    "os",
+    "country",
+    "page_url",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "is_bot",
+]
 
 
 def sessionize(events: pl.DataFrame, day: date, inactivity: timedelta = INACTIVITY) -> pl.DataFrame:

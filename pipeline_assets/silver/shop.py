@@ -12,8 +12,8 @@ from datetime import date
 import polars as pl
 
 from pipeline_assets.bronze.shopdb import table_schema
-from pipeline_assets.lakeio import LakePath, read_partitions, stored_days
-from shoplake.simulator.shopdb import KEYS
+from shoplake.core.contracts.shopdb import KEYS
+from shoplake.core.lake.io import LakePath, read_partitions, stored_days
 
 SCD2_TRACKED = {"products": "price", "customers": "segment"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, load_topics
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC, load_topics
 
 
 def topic_key(topic: str) -> dg.AssetKey:

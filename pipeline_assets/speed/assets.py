@@ -12,13 +12,13 @@ import dagster as dg
 import polars as pl
 
 from pipeline_assets.checks import check_days, combine
-from pipeline_assets.lakeio import read_manifest
 from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.sources.kafka_topics import topic_key
 from resources import LakeResource, WarehouseResource
-from shoplake.platform.topics import EVENTS_TOPIC
-from streaming.rows import TABLES
-from streaming.sinks import read_table, table_dir
+from shoplake.core.lake.io import read_manifest
+from shoplake.core.platform.topics import EVENTS_TOPIC
+from shoplake.core.speed.rows import TABLES
+from shoplake.core.speed.tables import read_table, table_dir
 
 SPEED_RECONCILIATION = "speed_layer_reconciliation"
 RECONCILE_TOLERANCE = 0.005  # 0.5 %

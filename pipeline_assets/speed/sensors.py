@@ -7,7 +7,6 @@ stream going quiet sends one notification per change of state.
 """
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,14 +16,15 @@ import dagster as dg
 from pipeline_assets.sources.kafka_topics import topic_key
 from pipeline_assets.speed.assets import speed_key
 from resources import KafkaResource, LakeResource, NotifierResource
-from shoplake import clock
-from shoplake.notify import Notification
-from shoplake.platform.topics import EVENTS_TOPIC
-from streaming.config import recovery_dir
-from streaming.progress import consumer_lag, read_offsets
-from streaming.rows import TABLES
+from shoplake.core import clock
+from shoplake.core.notify import Notification
+from shoplake.core.platform.topics import EVENTS_TOPIC
+from shoplake.core.settings import get_settings
+from shoplake.core.speed.progress import consumer_lag, read_offsets
+from shoplake.core.speed.rows import TABLES
+from shoplake.core.stream_config import runtime_from_env
 
-LAG_THRESHOLD = int(os.environ.get("SHOPLAKE_STREAM_LAG_ALERT", "10000"))
+LAG_THRESHOLD = get_settings().stream_lag_alert
 DOWN_AFTER_SECONDS = 60.0  # no snapshot this long (it snapshots every 5 s) and lag > 0: down
 
 
@@ -46,7 +46,7 @@ class SpeedStatus:
             "lagging": f"speed layer lag {self.total_lag:,} messages is above {threshold:,}{age}",
             "down": f"speed layer is DOWN: no progress{age} with {self.total_lag:,} messages waiting. Start it with `shoplake stream`.",
             "never_started": "speed layer has never run here (no recovery store): start it with `shoplake stream`.",
-        }[self.state]  # fmt: skip
+        }[self.state]
 
 
 def speed_status(
@@ -75,7 +75,7 @@ def speed_status(
 
 def input_topic() -> str:
     """The events topic the stream reads (the first of SHOPLAKE_STREAM_TOPICS)."""
-    return (os.environ.get("SHOPLAKE_STREAM_TOPICS") or EVENTS_TOPIC).split(",")[0]
+    return runtime_from_env().topics[0]
 
 
 def table_observation(lake_root: str, table: str) -> dg.AssetObservation:
@@ -105,7 +105,9 @@ def speed_layer_sensor(
     lake: LakeResource,
     notifier: NotifierResource,
 ):
-    status = speed_status(recovery_dir(), kafka.bootstrap_servers, input_topic(), LAG_THRESHOLD)
+    status = speed_status(
+        get_settings().stream_recovery_dir, kafka.bootstrap_servers, input_topic(), LAG_THRESHOLD
+    )
     message = status.describe(LAG_THRESHOLD)
     events = [
         dg.AssetObservation(
@@ -150,7 +152,7 @@ def notify_speed_alerts(
 ):
     from datetime import timedelta
 
-    from streaming.sinks import read_table
+    from shoplake.core.speed.tables import read_table
 
     since = clock.today() - timedelta(days=1)
     alerts = read_table("alerts", lake.speed_lake_root, start=since).sort(
@@ -170,10 +172,14 @@ def notify_speed_alerts(
             )
         )
     if len(new) > MAX_ALERTS_PER_TICK:
-        notifier.send(Notification(
-            title=f"{len(new) - MAX_ALERTS_PER_TICK} more anomaly alerts",
-            text="See the Live dashboard or the speed/alerts table.", severity="warning",
-            source="speed_layer"))  # fmt: skip
+        notifier.send(
+            Notification(
+                title=f"{len(new) - MAX_ALERTS_PER_TICK} more anomaly alerts",
+                text="See the Live dashboard or the speed/alerts table.",
+                severity="warning",
+                source="speed_layer",
+            )
+        )
     # Remember the ids still in the window read, so the cursor stays bounded.
     context.update_cursor(json.dumps(sorted(set(alerts["alert_id"].to_list()))))
     return dg.SkipReason(f"{len(new)} new alert(s)")

@@ -35,20 +35,19 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from shoplake import clock
 from shoplake.collector.body import BodyError, gunzip, split_body
 from shoplake.collector.limits import RateLimits, match_key
 from shoplake.collector.metrics import CollectorMetrics
-from shoplake.contracts.decode import EVENT_TOO_LARGE, MALFORMED_GZIP, TOO_DEEP
-from shoplake.ingest import Accepted, Ingestor, Rejected, key_id
-from shoplake.kafka_io import DeliveryFailed, KafkaWriter, Message
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
-from shoplake.settings import Settings
+from shoplake.core import clock
+from shoplake.core.contracts.decode import EVENT_TOO_LARGE, MALFORMED_GZIP, TOO_DEEP
+from shoplake.core.contracts.http import REPLAY_HEADER, REPLAY_TIME_HEADER
+from shoplake.core.ingest import Accepted, Ingestor, Rejected, key_id
+from shoplake.core.kafka_io import DeliveryFailed, KafkaWriter, Message
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.core.settings import Settings
 
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_BATCH_EVENTS = 500
-REPLAY_HEADER = "x-shoplake-replay"
-REPLAY_TIME_HEADER = "x-shoplake-replay-time"  # receive time of a replayed request (RFC 3339)
 log = logging.getLogger("shoplake.collector")
 _encoder = msgspec.json.Encoder()
 
@@ -354,6 +353,6 @@ def create_app(settings: Settings, writer: KafkaWriter | None = None) -> Starlet
 
 def app_from_env() -> Starlette:
     """Factory for ``uvicorn --factory`` (used with several worker processes)."""
-    from shoplake.settings import get_settings
+    from shoplake.core.settings import get_settings
 
     return create_app(get_settings())

@@ -42,9 +42,11 @@ class CollectorMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "shoplake_collector_batch_events", "Events per request",
-            buckets=(1, 10, 50, 100, 250, 500), registry=r,
-        )  # fmt: skip
+            "shoplake_collector_batch_events",
+            "Events per request",
+            buckets=(1, 10, 50, 100, 250, 500),
+            registry=r,
+        )
         self.uploads_refused = Counter(
             "shoplake_collector_uploads_refused",
             "Requests answered 503 because too many bodies were being received",

@@ -12,7 +12,7 @@ import asyncio
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from shoplake.settings import Settings, get_settings
+from shoplake.core.settings import Settings, get_settings
 
 
 class TimedHttpToolsProtocol(HttpToolsProtocol):

@@ -13,8 +13,8 @@ import altair as alt
 import polars as pl
 import streamlit as st
 
+from shoplake.core.settings import get_settings
 from shoplake.dashboards import data
-from shoplake.settings import get_settings
 
 st.set_page_config(page_title="shoplake", page_icon=":bar_chart:", layout="wide")
 SETTINGS = get_settings()
@@ -42,8 +42,13 @@ def date_filters(key: str) -> tuple | None:
         )
         return None
     lo, hi = bounds
-    picked = st.sidebar.date_input("Date range", (max(lo, hi - timedelta(days=13)), hi),
-                                   min_value=lo, max_value=hi, key=f"dates-{key}")  # fmt: skip
+    picked = st.sidebar.date_input(
+        "Date range",
+        (max(lo, hi - timedelta(days=13)), hi),
+        min_value=lo,
+        max_value=hi,
+        key=f"dates-{key}",
+    )
     start, end = (picked[0], picked[-1]) if isinstance(picked, tuple) else (picked, picked)
     return start, end
 
@@ -82,8 +87,12 @@ def live_page() -> None:
         metrics = cached("live_metrics", 30)
         st.subheader("Last 30 minutes, 10-second windows")
         if not empty(metrics, "live metrics"):
-            st.line_chart(metrics.select("window_start", "events", "page_views", "add_to_carts",
-                                         "purchases").to_pandas(), x="window_start")  # fmt: skip
+            st.line_chart(
+                metrics.select(
+                    "window_start", "events", "page_views", "add_to_carts", "purchases"
+                ).to_pandas(),
+                x="window_start",
+            )
         left, right = st.columns(2)
         with left:
             st.subheader("Top products (latest 5 minutes)")
@@ -93,8 +102,11 @@ def live_page() -> None:
         with right:
             st.subheader("Alerts in the last hour")
             if not empty(alerts, "alerts"):
-                st.dataframe(alerts.select("window_start", "severity", "rule", "subject", "evidence"),
-                             hide_index=True, use_container_width=True)  # fmt: skip
+                st.dataframe(
+                    alerts.select("window_start", "severity", "rule", "subject", "evidence"),
+                    hide_index=True,
+                    use_container_width=True,
+                )
         if s["newest"] is not None:
             st.caption(f"Newest window: {s['newest']:%Y-%m-%d %H:%M:%S} UTC")
 
@@ -127,10 +139,19 @@ def commerce_page() -> None:
     if not empty(fun, "funnel rows"):
         long = fun.unpivot(index="device_type", variable_name="step", value_name="sessions_at_step")
         st.altair_chart(
-            alt.Chart(long.to_pandas()).mark_bar().encode(
-                x=alt.X("step:N", sort=["sessions", "product_view", "add_to_cart", "checkout", "purchase"]),
-                y="sessions_at_step:Q", color="device_type:N", xOffset="device_type:N"),
-            use_container_width=True)  # fmt: skip
+            alt.Chart(long.to_pandas())
+            .mark_bar()
+            .encode(
+                x=alt.X(
+                    "step:N",
+                    sort=["sessions", "product_view", "add_to_cart", "checkout", "purchase"],
+                ),
+                y="sessions_at_step:Q",
+                color="device_type:N",
+                xOffset="device_type:N",
+            ),
+            use_container_width=True,
+        )
     left, right = st.columns(2)
     with left:
         st.subheader("Top products")
@@ -154,10 +175,15 @@ def commerce_page() -> None:
         if not empty(coh, "cohorts"):
             st.altair_chart(
                 alt.Chart(coh.with_columns(pl.col("cohort_week").cast(pl.String)).to_pandas())
-                .mark_rect().encode(x="week_number:O", y="cohort_week:O",
-                                    color=alt.Color("retention_rate:Q", scale=alt.Scale(scheme="blues")),
-                                    tooltip=["cohort_week", "week_number", "retention_rate", "cohort_size"]),
-                use_container_width=True)  # fmt: skip
+                .mark_rect()
+                .encode(
+                    x="week_number:O",
+                    y="cohort_week:O",
+                    color=alt.Color("retention_rate:Q", scale=alt.Scale(scheme="blues")),
+                    tooltip=["cohort_week", "week_number", "retention_rate", "cohort_size"],
+                ),
+                use_container_width=True,
+            )
 
 
 def ads_page() -> None:
@@ -244,10 +270,24 @@ def guarded(page):
     return run
 
 
-nav = st.navigation([
-    st.Page(guarded(live_page), title="Live", icon=":material/bolt:", url_path="live", default=True),
-    st.Page(guarded(commerce_page), title="Commerce", icon=":material/shopping_cart:", url_path="commerce"),
-    st.Page(guarded(ads_page), title="Ads", icon=":material/ads_click:", url_path="ads"),
-    st.Page(guarded(health_page), title="Data health", icon=":material/monitor_heart:", url_path="health"),
-])  # fmt: skip
+nav = st.navigation(
+    [
+        st.Page(
+            guarded(live_page), title="Live", icon=":material/bolt:", url_path="live", default=True
+        ),
+        st.Page(
+            guarded(commerce_page),
+            title="Commerce",
+            icon=":material/shopping_cart:",
+            url_path="commerce",
+        ),
+        st.Page(guarded(ads_page), title="Ads", icon=":material/ads_click:", url_path="ads"),
+        st.Page(
+            guarded(health_page),
+            title="Data health",
+            icon=":material/monitor_heart:",
+            url_path="health",
+        ),
+    ]
+)
 nav.run()

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from shoplake import clock, warehouse
-from shoplake.notify import read_log
-from shoplake.settings import Settings
-from shoplake.warehouse import WarehouseBusy  # noqa: F401 - the pages catch it as data.WarehouseBusy
+from shoplake.core import clock, warehouse
+from shoplake.core.notify import read_log
+from shoplake.core.settings import Settings
+from shoplake.core.warehouse import WarehouseBusy  # noqa: F401 - the pages catch it as data.WarehouseBusy
 
 if TYPE_CHECKING:
-    from pipeline_assets.lakeio import LakePath
+    from shoplake.core.lake.io import LakePath
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Sources:
 
     @classmethod
     def from_settings(cls, s: Settings) -> Sources:
-        from pipeline_assets.lakeio import lake_location
+        from shoplake.core.lake.io import lake_location
 
         batch = lake_location(s.lake_root, s.s3_endpoint_url)
         return cls(s.speed_lake_root, s.home / "warehouse.duckdb", s.warehouse_dsn, s.home, batch)
@@ -58,8 +58,12 @@ def date_bounds(src: Sources) -> tuple[date, date] | None:
 
 # -- Commerce --------------------------------------------------------------------------------------
 def daily_kpis(src: Sources, start: date, end: date) -> pl.DataFrame:
-    return gold(src, "select * from gold.mart_daily_kpis where kpi_date between $start and $end "
-                "order by kpi_date", {"start": start, "end": end})  # fmt: skip
+    return gold(
+        src,
+        "select * from gold.mart_daily_kpis where kpi_date between $start and $end "
+        "order by kpi_date",
+        {"start": start, "end": end},
+    )
 
 
 def funnel(src: Sources, start: date, end: date, platform: str | None = None) -> pl.DataFrame:
@@ -110,14 +114,21 @@ def rfm_segments(src: Sources) -> pl.DataFrame:
 
 
 def cohorts(src: Sources) -> pl.DataFrame:
-    return gold(src, "select cohort_week, week_number, retention_rate, cohort_size "
-                "from gold.mart_cohort_retention order by cohort_week, week_number")  # fmt: skip
+    return gold(
+        src,
+        "select cohort_week, week_number, retention_rate, cohort_size "
+        "from gold.mart_cohort_retention order by cohort_week, week_number",
+    )
 
 
 # -- Ads -------------------------------------------------------------------------------------------
 def daily_ctr(src: Sources, start: date, end: date) -> pl.DataFrame:
-    return gold(src, "select * from gold.mart_daily_ctr where ctr_date between $start and $end "
-                "order by ctr_date", {"start": start, "end": end})  # fmt: skip
+    return gold(
+        src,
+        "select * from gold.mart_daily_ctr where ctr_date between $start and $end "
+        "order by ctr_date",
+        {"start": start, "end": end},
+    )
 
 
 def hourly_ctr(src: Sources, start: date, end: date) -> pl.DataFrame:
@@ -177,7 +188,7 @@ def banner_positions(src: Sources, start: date, end: date) -> pl.DataFrame:
 
 # -- Live (speed tables) ---------------------------------------------------------------------------
 def _speed(src: Sources, table: str, since: datetime) -> pl.DataFrame:
-    from streaming.sinks import read_table
+    from shoplake.core.speed.tables import read_table
 
     return read_table(table, src.lake_root, start=since.date(), end=None)
 
@@ -200,8 +211,14 @@ def live_summary(src: Sources) -> dict[str, Any]:
     m1 = _speed(src, "window_metrics", now - timedelta(days=1)).filter(
         (pl.col("window_size") == "1m") & (pl.col("dimension") == "all")
     )
-    out: dict[str, Any] = {"events_per_s": None, "conversion_rate": None, "revenue_1h": None,
-                           "active_sessions": None, "avg_session_seconds": None, "newest": None}  # fmt: skip
+    out: dict[str, Any] = {
+        "events_per_s": None,
+        "conversion_rate": None,
+        "revenue_1h": None,
+        "active_sessions": None,
+        "avg_session_seconds": None,
+        "newest": None,
+    }
     if not m1.is_empty():
         newest = m1["window_start"].max()
         hour = m1.filter(pl.col("window_start") > newest - timedelta(hours=1))
@@ -249,10 +266,23 @@ def latest_partitions(src: Sources) -> pl.DataFrame:
         for table in sorted(p for p in (root / layer).glob("*") if p.is_dir()):
             days = sorted(p.name[5:] for p in table.glob("date=*"))
             if days:
-                rows.append({"layer": layer, "table": table.name, "latest": days[-1],
-                             "partitions": len(days)})  # fmt: skip
-    return pl.DataFrame(rows, schema={"layer": pl.String, "table": pl.String,
-                                      "latest": pl.String, "partitions": pl.Int64})  # fmt: skip
+                rows.append(
+                    {
+                        "layer": layer,
+                        "table": table.name,
+                        "latest": days[-1],
+                        "partitions": len(days),
+                    }
+                )
+    return pl.DataFrame(
+        rows,
+        schema={
+            "layer": pl.String,
+            "table": pl.String,
+            "latest": pl.String,
+            "partitions": pl.Int64,
+        },
+    )
 
 
 def rejects_by_day(src: Sources) -> pl.DataFrame:
@@ -267,16 +297,18 @@ def rejects_by_day(src: Sources) -> pl.DataFrame:
 
 def stream_lag(src: Sources, bootstrap: str) -> pl.DataFrame:
     """Per input partition: the offset the stream has durably reached and the lag behind it."""
-    from streaming.progress import consumer_lag, read_offsets
+    from shoplake.core.speed.progress import consumer_lag, read_offsets
 
     offsets = read_offsets(src.home / "stream" / "recovery")
     if not offsets:
         return pl.DataFrame()
     lag = consumer_lag(bootstrap, offsets, timeout=2)
     return pl.DataFrame(
-        [{"topic": t, "partition": f"{t}/{p}", "offset": offsets[(t, p)], "lag": lag[(t, p)]}
-         for t, p in sorted(offsets)]
-    )  # fmt: skip
+        [
+            {"topic": t, "partition": f"{t}/{p}", "offset": offsets[(t, p)], "lag": lag[(t, p)]}
+            for t, p in sorted(offsets)
+        ]
+    )
 
 
 def check_results() -> pl.DataFrame:
@@ -294,13 +326,22 @@ def check_results() -> pl.DataFrame:
         ev = rec.event_log_entry.dagster_event.event_specific_data
         key = (ev.asset_key.to_user_string(), ev.check_name)
         if key not in seen:
-            seen[key] = {"asset": key[0], "check": key[1], "passed": ev.passed,
-                         "severity": ev.severity.value,
-                         "at": datetime.fromtimestamp(rec.event_log_entry.timestamp, UTC)}  # fmt: skip
+            seen[key] = {
+                "asset": key[0],
+                "check": key[1],
+                "passed": ev.passed,
+                "severity": ev.severity.value,
+                "at": datetime.fromtimestamp(rec.event_log_entry.timestamp, UTC),
+            }
     return pl.DataFrame(list(seen.values())) if seen else pl.DataFrame()
 
 
 def notifications(src: Sources, limit: int = 50) -> pl.DataFrame:
     rows = read_log(src.home, limit)
-    return pl.DataFrame([{k: r.get(k) for k in ("at", "severity", "title", "text", "slack")}
-                         for r in rows]) if rows else pl.DataFrame()  # fmt: skip
+    return (
+        pl.DataFrame(
+            [{k: r.get(k) for k in ("at", "severity", "title", "text", "slack")} for r in rows]
+        )
+        if rows
+        else pl.DataFrame()
+    )

@@ -16,14 +16,13 @@ from typing import Any
 import msgspec
 import polars as pl
 
-from pipeline_assets.bronze.kafka_day import BRONZE_SCHEMA
-from pipeline_assets.lakeio import LakePath, write_partition
-from shoplake import clock
-from shoplake.importers.mapping import Mapping, build_events
-from shoplake.ingest import Accepted, Ingestor
+from shoplake.core import clock
+from shoplake.core.import_mapping.mapping import Mapping, build_events
+from shoplake.core.ingest import Accepted, Ingestor
+from shoplake.core.lake.bronze import BRONZE_SCHEMA
+from shoplake.core.lake.imports import REJECTS_TABLE, import_table_name
+from shoplake.core.lake.io import LakePath, write_partition
 
-IMPORT_PREFIX = "import_"
-REJECTS_TABLE = "import_rejects"
 MAPPING_ERROR = "mapping_error"  # a row the mapping could not turn into an event
 
 
@@ -37,10 +36,6 @@ class ImportReport:
     examples: dict[str, str] = field(default_factory=dict)  # reason -> the first row's error
     days: dict[str, int] = field(default_factory=dict)
     rejects_at: str | None = None  # the partition of bronze/import_rejects holding them
-
-
-def import_table_name(mapping: str) -> str:
-    return f"{IMPORT_PREFIX}{mapping}"
 
 
 def import_file(

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from shoplake import clock
+from shoplake.core import clock
 from shoplake.simulator.faults import EXPECTED_REASON, FaultRates, Record, inject
 from shoplake.simulator.shopdb import TABLES, OrderBook, ShopDB
 from shoplake.simulator.sinks import Sink
@@ -101,17 +101,23 @@ def simulate(
     out = _Emitter(sink, config, report)
     pending: list[Record] = []  # generated, in receive order, not due yet
     progress = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("sessions, {task.fields[events]:,} events"), TimeRemainingColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("sessions, {task.fields[events]:,} events"),
+        TimeRemainingColumn(),
         disable=not show_progress,
-    )  # fmt: skip
+    )
     with progress:
         for i, d in enumerate(days):
             plan = DayPlan(i, d)
             slices = generator.plan(
-                random.Random(f"{config.seed}:day:{d.isoformat()}"), plan, config.slice_sessions,
-                spike_factor=rates.traffic_spike, revenue_drop_factor=rates.revenue_drop,
-            )  # fmt: skip
+                random.Random(f"{config.seed}:day:{d.isoformat()}"),
+                plan,
+                config.slice_sessions,
+                spike_factor=rates.traffic_spike,
+                revenue_drop_factor=rates.revenue_drop,
+            )
             if book is not None:
                 book.daily_changes(day_start(d))
             end = day_start(d) + 86_400
@@ -123,9 +129,12 @@ def simulate(
             for k, part in enumerate(slices):
                 rng = random.Random(f"{config.seed}:day:{d.isoformat()}:slice:{k}")
                 events = generator.generate(
-                    rng, plan, part, revenue_drop_factor=rates.revenue_drop,
+                    rng,
+                    plan,
+                    part,
+                    revenue_drop_factor=rates.revenue_drop,
                     bot_burst_rate=rates.bot_burst,
-                )  # fmt: skip
+                )
                 records = inject(rng, events, rates)
                 del events
                 # Later slices start at or after `until` and no record arrives before its session

@@ -18,31 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shoplake.core.contracts.shopdb import INTEGER, KEYS, NUMERIC, TABLES
+from shoplake.core.settings import Settings
 from shoplake.simulator.traffic import Order, iso
 from shoplake.simulator.world import Catalog, Population, User
-
-TABLES: dict[str, tuple[str, ...]] = {
-    "customers": ("customer_id", "email", "phone", "country", "segment", "created_at", "updated_at"),
-    "products": ("product_id", "name", "category_id", "category_code", "brand", "price", "currency",
-                 "created_at", "updated_at"),
-    "orders": ("order_id", "customer_id", "anonymous_id", "status", "total", "currency", "payment_method",
-               "created_at", "updated_at"),
-    "order_items": ("order_id", "line_no", "product_id", "quantity", "unit_price", "category_code",
-                    "created_at", "updated_at"),
-    "payments": ("payment_id", "order_id", "method", "amount", "status", "created_at", "updated_at"),
-    "inventory_movements": ("movement_id", "product_id", "quantity_delta", "reason", "order_id",
-                            "created_at", "updated_at"),
-}  # fmt: skip
-KEYS: dict[str, tuple[str, ...]] = {
-    "customers": ("customer_id",),
-    "products": ("product_id",),
-    "orders": ("order_id",),
-    "order_items": ("order_id", "line_no"),
-    "payments": ("payment_id",),
-    "inventory_movements": ("movement_id",),
-}
-NUMERIC = {"price", "total", "unit_price", "amount"}
-INTEGER = {"line_no", "quantity", "quantity_delta"}
 
 
 def ddl(table: str) -> str:
@@ -66,6 +45,11 @@ def upsert_sql(table: str, placeholder: str) -> str:
 
 class ShopDB:
     """A thin DB-API wrapper over SQLite or Postgres (psycopg 3) with the same SQL."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ShopDB:
+        """Postgres when SHOPLAKE_PG_DSN is set, else the SQLite file under SHOPLAKE_HOME."""
+        return cls(settings.pg_dsn, settings.shopdb_sqlite_path)
 
     def __init__(self, dsn: str | None, sqlite_path: Path | None = None):
         if dsn:
@@ -168,10 +152,23 @@ class OrderBook:
         if self._products_loaded:
             return
         ts = iso(at)
-        self.db.upsert("products", [
-            (p.product_id, p.name, p.category_id, p.category_code, p.brand, p.price, "USD", ts, ts)
-            for p in self.catalog.products
-        ])  # fmt: skip
+        self.db.upsert(
+            "products",
+            [
+                (
+                    p.product_id,
+                    p.name,
+                    p.category_id,
+                    p.category_code,
+                    p.brand,
+                    p.price,
+                    "USD",
+                    ts,
+                    ts,
+                )
+                for p in self.catalog.products
+            ],
+        )
         self._products_loaded = True
 
     def daily_changes(self, day_start_ts: float) -> None:
@@ -181,8 +178,21 @@ class OrderBook:
             if rng.random() < 0.01:
                 at = day_start_ts + rng.random() * 86_400
                 price = round(p.price * rng.uniform(0.8, 1.15), 2)
-                self._schedule(at, "products", (p.product_id, p.name, p.category_id, p.category_code,
-                                                p.brand, price, "USD", None, iso(at)))  # fmt: skip
+                self._schedule(
+                    at,
+                    "products",
+                    (
+                        p.product_id,
+                        p.name,
+                        p.category_id,
+                        p.category_code,
+                        p.brand,
+                        price,
+                        "USD",
+                        None,
+                        iso(at),
+                    ),
+                )
         created = self._created
         # By user index, which is user_id order (seven digits).
         for i in range(len(created)):
@@ -218,8 +228,19 @@ class OrderBook:
                 "order_items",
                 (order.order_id, line, p.product_id, qty, price, p.category_code, ts, ts),
             )
-            self._schedule(t, "inventory_movements",
-                           (f"mv-{order.order_id[2:]}-{line}", p.product_id, -qty, "sale", order.order_id, ts, ts))  # fmt: skip
+            self._schedule(
+                t,
+                "inventory_movements",
+                (
+                    f"mv-{order.order_id[2:]}-{line}",
+                    p.product_id,
+                    -qty,
+                    "sale",
+                    order.order_id,
+                    ts,
+                    ts,
+                ),
+            )
         r = rng.random()
         if r < 0.02:  # cancelled before shipping
             at = t + rng.uniform(600, 12 * 3600)
@@ -255,9 +276,19 @@ class OrderBook:
 
     def _restock(self, order: Order, at: float, reason: str) -> None:
         for line, (p, qty, _) in enumerate(order.items, 1):
-            self._schedule(at, "inventory_movements",
-                           (f"mv-{order.order_id[2:]}-{line}-{reason}", p.product_id, qty, reason,
-                            order.order_id, iso(at), iso(at)))  # fmt: skip
+            self._schedule(
+                at,
+                "inventory_movements",
+                (
+                    f"mv-{order.order_id[2:]}-{line}-{reason}",
+                    p.product_id,
+                    qty,
+                    reason,
+                    order.order_id,
+                    iso(at),
+                    iso(at),
+                ),
+            )
 
     def flush_until(self, horizon: float) -> int:
         """Apply every change due by ``horizon`` in time order; later ones stay scheduled."""

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from shoplake.collector.app import REPLAY_HEADER, REPLAY_TIME_HEADER
-from shoplake.ingest import Accepted, Ingestor
-from shoplake.kafka_io import KafkaWriter, Message
-from shoplake.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.core.contracts.http import REPLAY_HEADER, REPLAY_TIME_HEADER
+from shoplake.core.ingest import Accepted, Ingestor
+from shoplake.core.kafka_io import KafkaWriter, Message
+from shoplake.core.platform.topics import DLQ_TOPIC, EVENTS_TOPIC
 from shoplake.simulator.faults import Record
 
 
@@ -92,13 +92,27 @@ class KafkaSink(Sink):
                 received = datetime.fromtimestamp(rec.received, UTC)
                 res = self.ingestor.accept(rec.payload, received, replay=True)
                 if isinstance(res, Accepted):
-                    messages.append(Message(EVENTS_TOPIC, res.key, res.value, res.timestamp_ms,
-                                            [("event_type", res.event_type.encode())]))  # fmt: skip
+                    messages.append(
+                        Message(
+                            EVENTS_TOPIC,
+                            res.key,
+                            res.value,
+                            res.timestamp_ms,
+                            [("event_type", res.event_type.encode())],
+                        )
+                    )
                     self.results["accepted"] += 1
                 else:
                     value = self.ingestor.dlq_value(res, received, "simulator")
-                    messages.append(Message(DLQ_TOPIC, (res.event_id or "").encode() or None, value,
-                                            int(rec.received * 1000), [("reason", res.reason.encode())]))  # fmt: skip
+                    messages.append(
+                        Message(
+                            DLQ_TOPIC,
+                            (res.event_id or "").encode() or None,
+                            value,
+                            int(rec.received * 1000),
+                            [("reason", res.reason.encode())],
+                        )
+                    )
                     self.results["rejected"] += 1
                     self.results[f"rejected:{res.reason}"] += 1
             self.writer.send_sync(messages)
@@ -136,8 +150,16 @@ class HttpSink(Sink):
     replayed history keeps its recorded times), so a retry does not move event time.
     """
 
-    def __init__(self, url: str, write_key: str, batch_size: int = 100, concurrency: int = 4,
-                 replay: bool = True, max_attempts: int = 12, unreachable_after: float = 30.0):  # fmt: skip
+    def __init__(
+        self,
+        url: str,
+        write_key: str,
+        batch_size: int = 100,
+        concurrency: int = 4,
+        replay: bool = True,
+        max_attempts: int = 12,
+        unreachable_after: float = 30.0,
+    ):
         super().__init__()
         self.base = url.rstrip("/")
         self.url = self.base + "/v1/events"

@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from shoplake.contracts.model import current_version
+from shoplake.core.contracts.model import current_version
 from shoplake.simulator.world import (
     BOT_USER_AGENT,
     ActiveUsers,
@@ -21,8 +21,32 @@ from shoplake.simulator.world import (
 )
 
 # Share of the day's sessions that start in each UTC hour (nightly low, lunch and evening peaks).
-HOURLY = (0.8, 0.5, 0.35, 0.3, 0.3, 0.4, 0.8, 1.5, 2.4, 3.0, 3.4, 3.7,
-          4.1, 4.0, 3.6, 3.4, 3.5, 3.9, 4.6, 5.3, 5.6, 5.0, 3.6, 1.9)  # fmt: skip
+HOURLY = (
+    0.8,
+    0.5,
+    0.35,
+    0.3,
+    0.3,
+    0.4,
+    0.8,
+    1.5,
+    2.4,
+    3.0,
+    3.4,
+    3.7,
+    4.1,
+    4.0,
+    3.6,
+    3.4,
+    3.5,
+    3.9,
+    4.6,
+    5.3,
+    5.6,
+    5.0,
+    3.6,
+    1.9,
+)
 WEEKDAY = (0.92, 0.95, 0.97, 1.0, 1.05, 1.18, 1.12)  # Monday .. Sunday
 CART_PROB = {"casual": 0.05, "bargain_hunter": 0.07, "loyal": 0.12, "big_spender": 0.14}
 PAYMENT_METHODS = (
@@ -50,8 +74,14 @@ SITE_CATEGORIES = {
 APP_CATEGORIES = {"games": 1.5, "social": 1.2, "utilities": 0.7, "news": 0.8, "shopping": 1.7}
 PLACEMENTS = ("header", "sidebar", "in_feed", "footer", "interstitial")
 CAMPAIGNS = tuple(f"cmp-{i:03d}" for i in range(24))
-UTM = (("google", "cpc"), ("facebook", "paid_social"), ("newsletter", "email"), ("instagram", "paid_social"),
-       ("bing", "cpc"), ("affiliate", "referral"))  # fmt: skip
+UTM = (
+    ("google", "cpc"),
+    ("facebook", "paid_social"),
+    ("newsletter", "email"),
+    ("instagram", "paid_social"),
+    ("bing", "cpc"),
+    ("affiliate", "referral"),
+)
 SEARCH_WORDS = ("cheap", "best", "new", "sale", "pro", "mini", "wireless", "black", "kids", "gift")
 
 
@@ -113,9 +143,22 @@ class DayGenerator:
         self.catalog = catalog
         self.population = population
         self.sessions_per_user = sessions_per_user
-        self.versions = {t: current_version(t) for t in (
-            "page_view", "product_view", "search", "add_to_cart", "remove_from_cart", "begin_checkout",
-            "purchase", "ad_impression", "ad_click", "login", "logout")}  # fmt: skip
+        self.versions = {
+            t: current_version(t)
+            for t in (
+                "page_view",
+                "product_view",
+                "search",
+                "add_to_cart",
+                "remove_from_cart",
+                "begin_checkout",
+                "purchase",
+                "ad_impression",
+                "ad_click",
+                "login",
+                "logout",
+            )
+        }
 
     def plan(
         self,
@@ -188,15 +231,27 @@ class DayGenerator:
 
     # -- one session ----------------------------------------------------------------------------
     def _session(
-        self, rng: random.Random, user: User, t: float, plan: DayPlan, out: list[SimEvent],
-        label: str | None, revenue_drop_factor: float,
-    ) -> None:  # fmt: skip
+        self,
+        rng: random.Random,
+        user: User,
+        t: float,
+        plan: DayPlan,
+        out: list[SimEvent],
+        label: str | None,
+        revenue_drop_factor: float,
+    ) -> None:
         session_id = rng_uuid(rng)
         logged_in = user.has_account and rng.random() < 0.45
         app = user.platform != "web"
         gap_median = 12.0 if app else 20.0
-        base_ctx = {"platform": user.platform, "device_type": user.device_type, "user_agent": user.user_agent,
-                    "ip": user.ip, "locale": user.locale, "country": user.country}  # fmt: skip
+        base_ctx = {
+            "platform": user.platform,
+            "device_type": user.device_type,
+            "user_agent": user.user_agent,
+            "ip": user.ip,
+            "locale": user.locale,
+            "country": user.country,
+        }
         utm = (
             (*UTM[rng.randrange(len(UTM))], CAMPAIGNS[rng.randrange(len(CAMPAIGNS))])
             if rng.random() < 0.3
@@ -227,8 +282,12 @@ class DayGenerator:
         emit("page_view", {"page_type": landing, "title": landing.title()}, landing)
         if logged_in:
             step()
-            emit("login", {"method": rng.choice(("password", "oauth", "magic_link"))}, "login",
-                 {"email": user.email, "phone": user.phone})  # fmt: skip
+            emit(
+                "login",
+                {"method": rng.choice(("password", "oauth", "magic_link"))},
+                "login",
+                {"email": user.email, "phone": user.phone},
+            )
 
         cart: dict[str, tuple[Product, int]] = {}
         n_steps = 0 if rng.random() < 0.33 else int(rng.expovariate(1 / 7)) + 1
@@ -237,15 +296,31 @@ class DayGenerator:
             r = rng.random()
             if r < 0.55:
                 p = self.catalog.pick(rng)
-                emit("product_view", {"product_id": p.product_id, "category": p.category_code,
-                                      "brand": p.brand, "price": p.price}, f"product/{p.product_id}")  # fmt: skip
+                emit(
+                    "product_view",
+                    {
+                        "product_id": p.product_id,
+                        "category": p.category_code,
+                        "brand": p.brand,
+                        "price": p.price,
+                    },
+                    f"product/{p.product_id}",
+                )
                 if rng.random() < CART_PROB[user.segment]:
                     step()
                     qty = 1 if rng.random() < 0.85 else rng.randint(2, 4)
                     prev = cart.get(p.product_id, (p, 0))[1]
                     cart[p.product_id] = (p, prev + qty)
-                    emit("add_to_cart", {"product_id": p.product_id, "quantity": qty, "unit_price": p.price,
-                                         "category": p.category_code}, "cart")  # fmt: skip
+                    emit(
+                        "add_to_cart",
+                        {
+                            "product_id": p.product_id,
+                            "quantity": qty,
+                            "unit_price": p.price,
+                            "category": p.category_code,
+                        },
+                        "cart",
+                    )
             elif r < 0.70:
                 p = self.catalog.pick(rng)
                 words = p.category_code.split(".")[-1].replace("_", " ")
@@ -260,8 +335,16 @@ class DayGenerator:
                 step()
                 pid = rng.choice(sorted(cart))
                 p, qty = cart.pop(pid)
-                emit("remove_from_cart", {"product_id": pid, "quantity": qty, "unit_price": p.price,
-                                          "category": p.category_code}, "cart")  # fmt: skip
+                emit(
+                    "remove_from_cart",
+                    {
+                        "product_id": pid,
+                        "quantity": qty,
+                        "unit_price": p.price,
+                        "category": p.category_code,
+                    },
+                    "cart",
+                )
 
         if cart and rng.random() < 0.55:
             step()
@@ -293,15 +376,34 @@ class DayGenerator:
                 items = [
                     (p, q, p.price) for p, q in sorted(cart.values(), key=lambda x: x[0].product_id)
                 ]
-                order = Order(f"o-{rng_uuid(rng)[:18]}", user, state["t"], items, value,
-                              PAYMENT_METHODS[rng.randrange(len(PAYMENT_METHODS))])  # fmt: skip
+                order = Order(
+                    f"o-{rng_uuid(rng)[:18]}",
+                    user,
+                    state["t"],
+                    items,
+                    value,
+                    PAYMENT_METHODS[rng.randrange(len(PAYMENT_METHODS))],
+                )
                 plan.orders.append(order)
-                emit("purchase", {
-                    "order_id": order.order_id,
-                    "items": [{"product_id": p.product_id, "quantity": q, "unit_price": price,
-                               "category": p.category_code} for p, q, price in items],
-                    "total": order.total, "currency": "USD", "payment_method": order.payment_method,
-                }, "checkout/complete")  # fmt: skip
+                emit(
+                    "purchase",
+                    {
+                        "order_id": order.order_id,
+                        "items": [
+                            {
+                                "product_id": p.product_id,
+                                "quantity": q,
+                                "unit_price": price,
+                                "category": p.category_code,
+                            }
+                            for p, q, price in items
+                        ],
+                        "total": order.total,
+                        "currency": "USD",
+                        "payment_method": order.payment_method,
+                    },
+                    "checkout/complete",
+                )
             elif in_drop and r < 0.68 and user.has_account:
                 plan.suppressed_purchases += 1
         if state["logged_in"] and rng.random() < 0.1:
@@ -311,8 +413,12 @@ class DayGenerator:
     def _ad(self, rng: random.Random, user: User, state: dict, emit, step) -> None:
         position = rng.randrange(8)
         placement = PLACEMENTS[rng.randrange(len(PLACEMENTS))]
-        fields = {"ad_id": f"ad-{rng.randrange(400):04d}", "campaign_id": CAMPAIGNS[rng.randrange(len(CAMPAIGNS))],
-                  "banner_position": position, "placement": placement}  # fmt: skip
+        fields = {
+            "ad_id": f"ad-{rng.randrange(400):04d}",
+            "campaign_id": CAMPAIGNS[rng.randrange(len(CAMPAIGNS))],
+            "banner_position": position,
+            "placement": placement,
+        }
         if user.platform == "web":
             cat = rng.choice(sorted(SITE_CATEGORIES))
             fields |= {"site_id": f"site-{rng.randrange(60):03d}", "site_category": cat}
@@ -331,8 +437,12 @@ class DayGenerator:
         """A scripted client: 5-12 clicks less than 100 ms apart, all labelled bot_burst."""
         session_id = rng_uuid(rng)
         anon = rng_uuid(rng)
-        ctx = {"platform": "web", "device_type": "desktop", "user_agent": BOT_USER_AGENT,
-               "ip": f"{rng.randint(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}"}  # fmt: skip
+        ctx = {
+            "platform": "web",
+            "device_type": "desktop",
+            "user_agent": BOT_USER_AGENT,
+            "ip": f"{rng.randint(11, 223)}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randint(1, 254)}",
+        }
         bot = User(
             **{
                 **{f: getattr(user, f) for f in user.__slots__},
@@ -358,8 +468,18 @@ class DayGenerator:
         send_delay = rng.uniform(0.5, 20.0) if app else rng.uniform(0.01, 0.4)
         return t + send_delay + rng.uniform(0.02, 0.25)
 
-    def _doc(self, rng: random.Random, user: User, etype: str, t: float, received: float,
-             session_id: str, logged_in: bool, ctx: dict, fields: dict) -> dict:  # fmt: skip
+    def _doc(
+        self,
+        rng: random.Random,
+        user: User,
+        etype: str,
+        t: float,
+        received: float,
+        session_id: str,
+        logged_in: bool,
+        ctx: dict,
+        fields: dict,
+    ) -> dict:
         """The event as the client sends it: occurred_at and sent_at on the client's (maybe skewed)
         clock; received_at is the server's, filled here because the simulator replays history."""
         skew = user.clock_skew_s

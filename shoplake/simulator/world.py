@@ -12,29 +12,64 @@ from dataclasses import dataclass
 
 # Category codes in the REES46 style ("top.sub.leaf"), with a median price and brands per top level.
 CATEGORIES: dict[str, tuple[float, list[str], list[str]]] = {
-    "electronics": (280.0, ["smartphone", "tablet", "audio.headphone", "video.tv", "camera.photo", "clocks"],
-                    ["samsung", "apple", "xiaomi", "huawei", "sony", "lg"]),
-    "computers": (450.0, ["notebook", "desktop", "peripherals.mouse", "peripherals.keyboard", "components.videocards"],
-                  ["lenovo", "hp", "asus", "acer", "logitech", "msi"]),
-    "appliances": (190.0, ["kitchen.refrigerators", "kitchen.washer", "environment.vacuum", "personal.hair_cutter"],
-                   ["bosch", "philips", "electrolux", "beko", "dyson"]),
-    "apparel": (45.0, ["shoes.sneakers", "shoes.boots", "jeans", "dress", "bag"],
-                ["nike", "adidas", "levis", "zara", "puma"]),
-    "furniture": (220.0, ["living_room.sofa", "bedroom.bed", "kitchen.table", "office.chair"],
-                  ["ikea", "hoff", "askona"]),
+    "electronics": (
+        280.0,
+        ["smartphone", "tablet", "audio.headphone", "video.tv", "camera.photo", "clocks"],
+        ["samsung", "apple", "xiaomi", "huawei", "sony", "lg"],
+    ),
+    "computers": (
+        450.0,
+        [
+            "notebook",
+            "desktop",
+            "peripherals.mouse",
+            "peripherals.keyboard",
+            "components.videocards",
+        ],
+        ["lenovo", "hp", "asus", "acer", "logitech", "msi"],
+    ),
+    "appliances": (
+        190.0,
+        ["kitchen.refrigerators", "kitchen.washer", "environment.vacuum", "personal.hair_cutter"],
+        ["bosch", "philips", "electrolux", "beko", "dyson"],
+    ),
+    "apparel": (
+        45.0,
+        ["shoes.sneakers", "shoes.boots", "jeans", "dress", "bag"],
+        ["nike", "adidas", "levis", "zara", "puma"],
+    ),
+    "furniture": (
+        220.0,
+        ["living_room.sofa", "bedroom.bed", "kitchen.table", "office.chair"],
+        ["ikea", "hoff", "askona"],
+    ),
     "kids": (35.0, ["toys", "carriage", "skates"], ["lego", "hasbro", "mattel"]),
     "sport": (120.0, ["bicycle", "fitness.treadmill", "tennis"], ["decathlon", "wilson", "merida"]),
     "beauty": (25.0, ["skincare", "fragrance", "hair.dryer"], ["loreal", "nivea", "braun"]),
     "books": (15.0, ["fiction", "science", "comics"], ["penguin", "harpercollins", "marvel"]),
-}  # fmt: skip
+}
 
 SEGMENTS = ("casual", "bargain_hunter", "loyal", "big_spender")
 SEGMENT_WEIGHTS = (0.45, 0.25, 0.20, 0.10)
 # (platform, device_type, share)
-DEVICES = (("web", "desktop", 0.42), ("web", "mobile", 0.20), ("web", "tablet", 0.05),
-           ("ios", "mobile", 0.17), ("ios", "tablet", 0.03), ("android", "mobile", 0.13))  # fmt: skip
-COUNTRIES = (("US", "en-US", 0.35), ("GB", "en-GB", 0.12), ("DE", "de-DE", 0.12), ("FR", "fr-FR", 0.09),
-             ("BR", "pt-BR", 0.10), ("IN", "en-IN", 0.10), ("PL", "pl-PL", 0.06), ("JP", "ja-JP", 0.06))  # fmt: skip
+DEVICES = (
+    ("web", "desktop", 0.42),
+    ("web", "mobile", 0.20),
+    ("web", "tablet", 0.05),
+    ("ios", "mobile", 0.17),
+    ("ios", "tablet", 0.03),
+    ("android", "mobile", 0.13),
+)
+COUNTRIES = (
+    ("US", "en-US", 0.35),
+    ("GB", "en-GB", 0.12),
+    ("DE", "de-DE", 0.12),
+    ("FR", "fr-FR", 0.09),
+    ("BR", "pt-BR", 0.10),
+    ("IN", "en-IN", 0.10),
+    ("PL", "pl-PL", 0.06),
+    ("JP", "ja-JP", 0.06),
+)
 USER_AGENTS = {
     ("web", "desktop"): [
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
@@ -53,12 +88,52 @@ USER_AGENTS = {
     ("ios", "mobile"): ["ShopLake/3.2.1 (iPhone15,2; iOS 17.4.1; Scale/3.00)"],
     ("ios", "tablet"): ["ShopLake/3.2.1 (iPad13,1; iPadOS 17.4.1; Scale/2.00)"],
     ("android", "mobile"): ["ShopLake/3.2.0 (Linux; Android 14; Pixel 8) okhttp/4.12.0"],
-}  # fmt: skip
+}
 BOT_USER_AGENT = "Mozilla/5.0 (compatible; PriceScraper/1.4; +http://scraper.example)"
-FIRST_NAMES = ("ana", "ben", "chen", "dara", "eli", "fatima", "gus", "hana", "ivan", "jo", "kofi", "lena",
-               "mateo", "nia", "omar", "priya", "quinn", "rosa", "sven", "tara", "uma", "victor", "wen", "yusuf")  # fmt: skip
-LAST_NAMES = ("silva", "smith", "muller", "martin", "kowalski", "tanaka", "patel", "garcia", "nguyen",
-              "okafor", "rossi", "novak", "larsen", "cohen", "ahmed", "kim")  # fmt: skip
+FIRST_NAMES = (
+    "ana",
+    "ben",
+    "chen",
+    "dara",
+    "eli",
+    "fatima",
+    "gus",
+    "hana",
+    "ivan",
+    "jo",
+    "kofi",
+    "lena",
+    "mateo",
+    "nia",
+    "omar",
+    "priya",
+    "quinn",
+    "rosa",
+    "sven",
+    "tara",
+    "uma",
+    "victor",
+    "wen",
+    "yusuf",
+)
+LAST_NAMES = (
+    "silva",
+    "smith",
+    "muller",
+    "martin",
+    "kowalski",
+    "tanaka",
+    "patel",
+    "garcia",
+    "nguyen",
+    "okafor",
+    "rossi",
+    "novak",
+    "larsen",
+    "cohen",
+    "ahmed",
+    "kim",
+)
 
 
 def rng_uuid(rng: random.Random) -> str:

@@ -1,7 +1,7 @@
 """Event contracts, version 1: msgspec Structs that decode and validate in one pass.
 
 Personal fields are declared with ``x-pii`` in their JSON Schema metadata (see :data:`Email`,
-:data:`Phone`, :data:`IpAddress`); :mod:`shoplake.pii` finds them by walking these types, so a
+:data:`Phone`, :data:`IpAddress`); :mod:`shoplake.core.pii` finds them by walking these types, so a
 new personal field is pseudonymized as soon as it is declared here.
 """
 
@@ -20,7 +20,7 @@ NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 INT64_MAX = 2**63 - 1
 Id = Annotated[str, Meta(min_length=1, max_length=128, pattern=NO_CONTROL)]
 # An id that may name a person (a visitor, a user, an order): kept, unless it is an email or a
-# phone number, which shoplake.pii then hashes.
+# phone number, which shoplake.core.pii then hashes.
 PersonId = Annotated[
     str,
     Meta(

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 ENVIRONMENTS = ("local", "ci", "prod")
 DEV_PII_KEY = "shoplake-local-development-key"
 DEV_WRITE_KEY = "dev-write-key"
@@ -56,6 +56,9 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_DAGSTER_PORT": "3000",  # make demo: Dagster UI
     "SHOPLAKE_DASHBOARD_PORT": "8501",  # make demo: dashboards (Streamlit)
     "SHOPLAKE_DAGSTER_EXPORTER_PORT": "9200",  # Prometheus metrics of the Dagster instance
+    "SHOPLAKE_STREAM_LAG_ALERT": "10000",  # speed-layer lag (messages) that the sensor alerts on
+    "SHOPLAKE_SILVER_SPILL_ROWS": "2000000",  # bronze rows a day above which silver goes out of core
+    "SHOPLAKE_SILVER_BUCKETS": "32",  # hash buckets of an out-of-core silver day
 }
 
 
@@ -95,6 +98,13 @@ class Settings:
     body_timeout_s: float = 30.0
     idle_timeout_s: float = 5.0
     max_uploads: int = 256
+    dlq_alert_threshold: int = 100
+    stream_lag_alert: int = 10_000
+    silver_spill_rows: int = 2_000_000
+    silver_buckets: int = 32
+    dagster_port: int = 3000
+    dashboard_port: int = 8501
+    dagster_exporter_port: int = 9200
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -126,6 +136,11 @@ class Settings:
     def dbt_state_dir(self) -> Path:
         """Each dbt run's artifacts and logs, and the parse state the next run starts from."""
         return self.home / "dbt"
+
+    @property
+    def stream_recovery_dir(self) -> Path:
+        """Where ``shoplake stream`` keeps Bytewax's recovery partitions."""
+        return self.home / "stream" / "recovery"
 
     @property
     def shopdb_sqlite_path(self) -> Path:
@@ -256,4 +271,11 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         max_uploads=int(_positive("SHOPLAKE_COLLECTOR_MAX_UPLOADS", env)),
         partitions_start=_date("SHOPLAKE_PARTITIONS_START", env),
         lateness_days=_whole_number("SHOPLAKE_LATENESS_DAYS", env),
+        dlq_alert_threshold=_whole_number("SHOPLAKE_DLQ_ALERT_THRESHOLD", env),
+        stream_lag_alert=_whole_number("SHOPLAKE_STREAM_LAG_ALERT", env),
+        silver_spill_rows=_whole_number("SHOPLAKE_SILVER_SPILL_ROWS", env),
+        silver_buckets=int(_positive("SHOPLAKE_SILVER_BUCKETS", env)),
+        dagster_port=int(_positive("SHOPLAKE_DAGSTER_PORT", env)),
+        dashboard_port=int(_positive("SHOPLAKE_DASHBOARD_PORT", env)),
+        dagster_exporter_port=int(_positive("SHOPLAKE_DAGSTER_EXPORTER_PORT", env)),
     )

@@ -25,7 +25,7 @@ from typing import Any
 
 import polars as pl
 
-from shoplake.importers.schema import check_columns, load_and_check
+from shoplake.core.import_mapping.schema import check_columns, load_and_check
 
 MAPPINGS_DIR = Path(__file__).with_name("mappings")
 NAMESPACE = uuid.UUID("6f1c1d2e-5b7a-4e52-9a55-7d3c0b0f5e11")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
 
-from shoplake.kafka_io import client_config
+from shoplake.core.kafka_io import client_config
 
 INPUT_STEP = "shoplake_speed.read_records"
 

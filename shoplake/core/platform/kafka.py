@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -21,8 +20,8 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoplake import clock
-from shoplake.platform.process import (
+from shoplake.core import clock
+from shoplake.core.platform.process import (
     ProvisioningError,
     port_open,
     read_pid,
@@ -30,7 +29,7 @@ from shoplake.platform.process import (
     stop_pid,
     tail,
 )
-from shoplake.settings import REPO_ROOT, Settings
+from shoplake.core.settings import REPO_ROOT, Settings
 
 POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
 MARKER = "kafka.Kafka"
@@ -182,7 +181,7 @@ class LocalKafka:
             "log.retention.check.interval.ms": "60000",
             "message.max.bytes": "2097152",
         }
-        if os.environ.get(clock.ENV):
+        if clock.is_moved():
             # The broker's clock cannot follow a moved shoplake clock: with it, records of the
             # clock's days would look too old (deleted by retention) or too new (refused).
             props["log.retention.check.interval.ms"] = str(365 * 86_400_000)
@@ -268,7 +267,7 @@ def wait_for_broker(bootstrap: str, timeout: float = 60.0, pid: int | None = Non
     """Block until ``bootstrap`` answers a metadata request; raise KafkaUnavailable on timeout."""
     from confluent_kafka.admin import AdminClient
 
-    from shoplake.platform.process import pid_alive
+    from shoplake.core.platform.process import pid_alive
 
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
     deadline = time.monotonic() + timeout

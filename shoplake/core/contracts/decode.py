@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
-from shoplake.contracts.model import CONTRACTS, Event
+from shoplake.core.contracts.model import CONTRACTS, Event
 
 # Reasons an event is rejected. Stable strings: they are metric labels and DLQ fields.
 MALFORMED_JSON = "malformed_json"

@@ -11,6 +11,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import httpx
+
 
 class ProvisioningError(RuntimeError):
     """A local component could not be provisioned; the message says what to do."""
@@ -115,3 +117,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, logfile: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            resp = httpx.get(url, timeout=2)
+            if resp.status_code == 200:
+                return
+            last = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        except httpx.TransportError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise ProvisioningError(
+        f"{url} did not answer within {timeout:.0f}s ({last})\n{tail(logfile) if logfile else ''}"
+    )
+
+
+def stop_group(pid: int, grace: float = 15) -> None:
+    """SIGTERM the process group the demo started (its children too), then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from shoplake.kafka_io import client_config
+from shoplake.core.kafka_io import client_config
 
 TOPICS_FILE = Path(__file__).with_name("topics.yaml")
 EVENTS_TOPIC = "shop.events"

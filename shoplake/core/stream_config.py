@@ -1,6 +1,6 @@
 """Settings of the speed layer, read from ``SHOPLAKE_STREAM_*`` variables with documented defaults.
 
-Shared settings (home, Kafka bootstrap, Postgres DSN) come from :mod:`shoplake.settings`; only what
+Shared settings (home, Kafka bootstrap, Postgres DSN) come from :mod:`shoplake.core.settings`; only what
 is specific to the stream lives here. :data:`ENV_DEFAULTS` lists every variable this module reads.
 """
 
@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
-from shoplake.platform.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC
-from shoplake.settings import ConfigError, get_settings
+from shoplake.core.platform.topics import ALERTS_TOPIC, DLQ_TOPIC, EVENTS_TOPIC
+from shoplake.core.rules import BOT_GAP, BOT_MIN_CLICKS
+from shoplake.core.settings import ConfigError, get_settings
 
 # Every variable read here, with its default ("" = unset / derived).
 ENV_DEFAULTS: dict[str, str] = {
@@ -39,8 +40,8 @@ ENV_DEFAULTS: dict[str, str] = {
 class AlertRules:
     """Thresholds of the anomaly rules. Minimum baselines keep quiet windows from alerting."""
 
-    bot_min_clicks: int = 5  # this many events in a row ...
-    bot_gap: timedelta = timedelta(milliseconds=100)  # ... each less than this after the previous
+    bot_min_clicks: int = BOT_MIN_CLICKS  # this many events in a row ... (shoplake.core.rules)
+    bot_gap: timedelta = BOT_GAP  # ... each less than this after the previous
     big_purchase_factor: float = 5.0  # purchase > factor x the visitor's average order value
     big_purchase_min_orders: int = 1  # prior orders needed before a visitor has an average
     spike_ratio: float = 3.0  # 1-min events > 3x the previous minute (+200 %)
@@ -143,12 +144,14 @@ def runtime_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
         dedupe_window=timedelta(minutes=_number(env, "SHOPLAKE_STREAM_DEDUPE_MINUTES", float)),
         session_gap=timedelta(minutes=_number(env, "SHOPLAKE_STREAM_SESSION_GAP_MINUTES", float)),
         daily_lateness_days=_number(env, "SHOPLAKE_STREAM_DAILY_LATENESS_DAYS"),
-        daily_emit_interval=timedelta(seconds=_number(env, "SHOPLAKE_STREAM_DAILY_EMIT_SECONDS", float)),
+        daily_emit_interval=timedelta(
+            seconds=_number(env, "SHOPLAKE_STREAM_DAILY_EMIT_SECONDS", float)
+        ),
         idle_advance=not eof,
         idle_timeout=timedelta(seconds=_number(env, "SHOPLAKE_STREAM_IDLE_SECONDS", float)),
         top_n=_number(env, "SHOPLAKE_STREAM_TOP_N"),
         visitor_ttl=timedelta(days=_number(env, "SHOPLAKE_STREAM_VISITOR_TTL_DAYS", float)),
-    )  # fmt: skip
+    )
     return RuntimeConfig(
         stream=stream,
         bootstrap=settings.bootstrap_servers,
@@ -161,8 +164,3 @@ def runtime_from_env(env: dict[str, str] | None = None) -> RuntimeConfig:
         metrics_port=_number(env, "SHOPLAKE_STREAM_METRICS_PORT"),
         process_id=_number(env, "SHOPLAKE_STREAM_PROCESS_ID"),
     )
-
-
-def recovery_dir(env: dict[str, str] | None = None) -> Path:
-    """Where ``shoplake stream`` keeps Bytewax's recovery partitions."""
-    return get_settings(env).home / "stream" / "recovery"

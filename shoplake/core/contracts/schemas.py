@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from shoplake.contracts.model import CONTRACTS, INT64_MAX, NO_CONTROL
+from shoplake.core.contracts.model import CONTRACTS, INT64_MAX, NO_CONTROL
 
 SCHEMA_DIR = Path(__file__).with_name("schemas")
 

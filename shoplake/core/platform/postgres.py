@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shoplake.platform.process import ProvisioningError, free_port, port_open, tail
-from shoplake.settings import Settings
+from shoplake.core.platform.process import ProvisioningError, free_port, port_open, tail
+from shoplake.core.settings import Settings
 
 DATABASE = "shoplake"
 
@@ -179,9 +179,16 @@ class LocalPostgres:
         self.logfile.touch()
         self._chown(root)
         self._run(
-            bindir, "initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
-            "--encoding=UTF8", "--no-locale",
-        )  # fmt: skip
+            bindir,
+            "initdb",
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-locale",
+        )
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
                 "\n# shoplake\nlisten_addresses = '127.0.0.1'\n"
@@ -207,23 +214,42 @@ class LocalPostgres:
             (self.dir / "port").unlink()  # taken by someone else since we chose it
         port = self.port
         self._run(
-            bindir, "pg_ctl", "start", "-D", str(self.data), "-l", str(self.logfile), "-w",
-            "-t", str(int(timeout)), "-o", f"-p {port}",
-        )  # fmt: skip
+            bindir,
+            "pg_ctl",
+            "start",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.logfile),
+            "-w",
+            "-t",
+            str(int(timeout)),
+            "-o",
+            f"-p {port}",
+        )
         self._ensure_database(bindir)
         return f"Postgres started on port {port} ({self.dsn})"
 
     def _ensure_database(self, bindir: Path) -> None:
         psql = [
-            str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
-            "-d", "postgres", "-tAc",
-        ]  # fmt: skip
+            str(bindir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-tAc",
+        ]
         deadline = time.monotonic() + 30
         while True:
             proc = subprocess.run(
                 [*psql, f"select 1 from pg_database where datname = '{DATABASE}'"],
-                capture_output=True, text=True,
-            )  # fmt: skip
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode == 0:
                 break
             if time.monotonic() > deadline:

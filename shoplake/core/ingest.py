@@ -14,9 +14,14 @@ from datetime import datetime
 
 import msgspec
 
-from shoplake.contracts.decode import EVENT_TOO_LARGE, ContractViolation, decode_event, encode_event
-from shoplake.pii import Pseudonymizer
-from shoplake.settings import Settings
+from shoplake.core.contracts.decode import (
+    EVENT_TOO_LARGE,
+    ContractViolation,
+    decode_event,
+    encode_event,
+)
+from shoplake.core.pii import Pseudonymizer
+from shoplake.core.settings import Settings
 
 MAX_EVENT_BYTES = 32 * 1024
 MAX_DLQ_BYTES = 1536 * 1024

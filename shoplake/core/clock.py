@@ -54,6 +54,11 @@ def _offset() -> float:
     return _offset_s
 
 
+def is_moved() -> bool:
+    """Whether SHOPLAKE_CLOCK moves the clock away from the system's."""
+    return bool(os.environ.get(ENV))
+
+
 def now_s() -> float:
     """Unix seconds on the shoplake clock."""
     return time.time() + _offset()

@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import yaml
 
-from shoplake.contracts.model import CONTRACTS
+from shoplake.core.contracts.model import CONTRACTS
 
 # Top-level keys, and whether each is required.
 TOP_LEVEL = {

@@ -16,11 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from shoplake import clock
+from shoplake.core import clock
 
-log = logging.getLogger("shoplake.notify")
+log = logging.getLogger("shoplake.core.notify")
 
-SEVERITY_EMOJI = {"info": ":information_source:", "warning": ":warning:", "critical": ":rotating_light:"}  # fmt: skip
+SEVERITY_EMOJI = {
+    "info": ":information_source:",
+    "warning": ":warning:",
+    "critical": ":rotating_light:",
+}
 LOG_FILE = "notifications.jsonl"
 
 

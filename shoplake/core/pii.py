@@ -1,7 +1,7 @@
 """Pseudonymization of personal data with a keyed HMAC-SHA256, by policy.
 
 The contracts declare, with ``x-pii``, how each string field is treated (see
-:mod:`shoplake.contracts.model`):
+:mod:`shoplake.core.contracts.model`):
 
 - ``email``, ``phone``, ``ip``: personal; hashed whole after normalizing (emails lower-cased,
   phones reduced to digits, IPs to their /24 or /48 network), so the same person hashes the same;
@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsp
 
 import msgspec
 
-from shoplake.contracts.model import CONTRACTS, Event
+from shoplake.core.contracts.model import CONTRACTS, Event
 
 PREFIX = "h:"  # marks a pseudonymized value; never a valid email, phone or IP
 HASHED = ("email", "phone", "ip")  # kinds hashed whole

@@ -1,7 +1,7 @@
 """Versioned event contracts: the one source of truth for what an event is."""
 
-from shoplake.contracts.decode import ContractViolation, decode_event, encode_event
-from shoplake.contracts.model import (
+from shoplake.core.contracts.decode import ContractViolation, decode_event, encode_event
+from shoplake.core.contracts.model import (
     CONTRACTS,
     EVENT_TYPES,
     Context,

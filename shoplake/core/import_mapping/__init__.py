@@ -1,0 +1,1 @@
+"""The import DSL: a YAML mapping turns a shop export into contract events (no lake, no Kafka)."""

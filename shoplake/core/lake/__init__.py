@@ -1,0 +1,1 @@
+"""The lake's storage: partition I/O and manifests, and the layout rules every layer shares."""
