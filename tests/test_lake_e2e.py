@@ -107,6 +107,28 @@ def test_every_check_passes_and_the_graph_is_whole(lake):
         assert len(run.get_asset_check_evaluations()) > 60
 
 
+def test_gold_materializations_carry_row_counts_and_column_schemas(lake):
+    """dagster-dbt's fetch_row_counts/fetch_column_metadata, read back from the warehouse."""
+    warehouse = lake["resources"]["warehouse"]
+    run = lake["runs"][D2]
+    gold = {
+        m.asset_key.path[1]: m.metadata
+        for m in run.get_asset_materialization_events()
+        for m in [m.event_specific_data.materialization]
+        if m.asset_key.path[0] == "gold"
+    }
+    assert {"fct_events", "mart_daily_kpis", "fct_sessions"} <= set(gold)
+    for name in ("fct_events", "mart_daily_kpis", "fct_sessions"):
+        rows = warehouse.query(f"select count(*) as n from gold.{name}")["n"][0]
+        assert gold[name]["dagster/row_count"].value == rows, name
+        columns = [c.name for c in gold[name]["dagster/column_schema"].schema.columns]
+        described = warehouse.query(
+            "select column_name from information_schema.columns "
+            f"where table_schema = 'gold' and table_name = '{name}' order by ordinal_position"
+        )["column_name"].to_list()
+        assert columns == described, name
+
+
 def test_faults_are_accounted_for_exactly(lake):
     lake_root = lake["home"] / "lake"
     report = lake["report"]

@@ -16,9 +16,25 @@ from pipeline_assets.policies import partition_days
 from resources import LakeResource, WarehouseResource
 from resources.dbt import ShoplakeDbtCli, dbt_project
 
+# The marts are rebuilt by the daily run at 02:00 UTC: a mart older than a day and a bit is late,
+# older than two days is stale (the daily run failed or the daemon is not running).
+GOLD_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(hours=48), warn_window=timedelta(hours=26)
+)
+# DuckDB has one writer: every asset that writes the warehouse takes a slot of this pool, whose
+# limit is 1 in infra/dagster/dagster.yaml.
+WAREHOUSE_POOL = "duckdb"
+
 
 class ShoplakeTranslator(DagsterDbtTranslator):
-    """Keys and groups from where things land: sources are silver tables; groups follow folders."""
+    """Keys and groups from where things land: sources are silver tables; groups follow folders.
+    The marts carry the gold freshness policy."""
+
+    def get_asset_spec(self, manifest, unique_id, project) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        if spec.key.path[0] == "gold":
+            return spec.replace_attributes(freshness_policy=GOLD_FRESHNESS)
+        return spec
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] == "source":
@@ -51,16 +67,16 @@ def run_env(context: dg.AssetExecutionContext, lake: LakeResource) -> dict[str, 
 @contextmanager
 def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
     """``os.environ`` with ``values`` while the block runs (dbt copies it when it starts)."""
-    saved = {k: os.environ.get(k) for k in values}
+    saved = dict(os.environ)
     os.environ.update(values)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
+        for k in values:
+            if k in saved:
+                os.environ[k] = saved[k]
             else:
-                os.environ[k] = v
+                os.environ.pop(k, None)
 
 
 @cache
@@ -74,6 +90,7 @@ def build_defs() -> dg.Definitions:
         partitions_def=daily_partitions,
         dagster_dbt_translator=ShoplakeTranslator(),
         backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
     )
     def shoplake_dbt_models(
         context: dg.AssetExecutionContext,
@@ -86,10 +103,11 @@ def build_defs() -> dg.Definitions:
             context.log.info(
                 "loaded silver into Postgres: " + ", ".join(f"{t.table}={t.rows}" for t in loaded)
             )
-        # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only.
+        # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only (the
+        # row counts and column schemas are read through dbt's adapter, which reads them too).
         with scoped_environ(warehouse.dbt_env() | lake.dbt_env() | run_env(context, lake)):
             invocation = dbt.cli(["build"], context=context, target_path=dbt.run_target(context))
-        yield from invocation.stream()
+            yield from invocation.stream().fetch_row_counts().fetch_column_metadata()
         dbt.keep_partial_parse(invocation)
 
     return dg.Definitions(assets=[shoplake_dbt_models])

@@ -86,7 +86,7 @@ class DagsterMetrics(Collector):
         yield steps
 
     def _checks(self, instance: dg.DagsterInstance) -> Iterator[GaugeMetricFamily]:
-        records = instance.get_event_records(
+        records = instance.event_log_storage.get_event_records(
             dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION),
             limit=CHECK_EVENTS_SCANNED,
             ascending=False,

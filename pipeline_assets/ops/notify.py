@@ -104,7 +104,7 @@ def failed_check_notes(records: list[Any], dagster_url: str) -> list[Notificatio
 def notify_check_failures(context: dg.SensorEvaluationContext, notifier: NotifierResource):
     after = int(context.cursor) if context.cursor else None
     records = list(
-        context.instance.get_event_records(
+        context.instance.event_log_storage.get_event_records(
             dg.EventRecordsFilter(
                 event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after
             ),

@@ -5,7 +5,7 @@ tables come from and who reads them, records observations of them (rows, freshne
 ``speed_layer_sensor``, and checks each closed day of the speed layer against batch gold.
 """
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +28,13 @@ def speed_key(table: str) -> dg.AssetKey:
     return dg.AssetKey(["speed", table])
 
 
+# The stream writes every few seconds and the lag sensor observes the tables every minute: no new
+# rows for 2 minutes is worth a look, 10 minutes means the speed layer is down or stuck.
+SPEED_FRESHNESS = dg.FreshnessPolicy.time_window(
+    fail_window=timedelta(minutes=10), warn_window=timedelta(minutes=2)
+)
+
+
 def speed_spec(table: str) -> dg.AssetSpec:
     cls = TABLES[table]
     return dg.AssetSpec(
@@ -35,6 +42,7 @@ def speed_spec(table: str) -> dg.AssetSpec:
         group_name="speed",
         kinds={"bytewax", "parquet"},
         deps=[topic_key(EVENTS_TOPIC)],
+        freshness_policy=SPEED_FRESHNESS,
         description=(cls.__doc__ or table).strip().split("\n\n")[0],
         metadata={
             "natural_key": ", ".join(cls.KEY),
