@@ -9,7 +9,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
-from shoplake.core.contracts.model import current_version
+from shoplake.core.contracts.model import EVENT_TYPES, current_version
 from shoplake.simulator.world import (
     BOT_USER_AGENT,
     ActiveUsers,
@@ -143,22 +143,7 @@ class DayGenerator:
         self.catalog = catalog
         self.population = population
         self.sessions_per_user = sessions_per_user
-        self.versions = {
-            t: current_version(t)
-            for t in (
-                "page_view",
-                "product_view",
-                "search",
-                "add_to_cart",
-                "remove_from_cart",
-                "begin_checkout",
-                "purchase",
-                "ad_impression",
-                "ad_click",
-                "login",
-                "logout",
-            )
-        }
+        self.versions = {t: current_version(t) for t in EVENT_TYPES}
 
     def plan(
         self,
