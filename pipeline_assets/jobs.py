@@ -1,4 +1,13 @@
-"""Jobs and the daily schedule (the seeds' Airflow DAGs, as Dagster jobs)."""
+"""Jobs and the daily schedule (the seeds' Airflow DAGs, as Dagster jobs).
+
+Why a schedule and not declarative automation: the daily run is "yesterday plus the
+LATENESS_DAYS before it, whose silver can still gain late events", as ONE run over that range
+(single-run backfill), keyed by the day so that a daemon restart never runs it twice, and skipped
+while no day has closed. ``AutomationCondition.on_cron`` requests only the latest partition;
+``in_latest_time_window(lookback_delta=...)`` with ``cron_tick_passed(...)`` can reach the late
+days, but as a condition on every bronze, silver and dbt asset, evaluated per partition, which
+states the same rule in more places and less plainly than :func:`daily_run_request` does here.
+"""
 
 from datetime import date
 
