@@ -39,6 +39,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	cd dbt_project && ../$(BIN)/sqlfluff lint models macros
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .

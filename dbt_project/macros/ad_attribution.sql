@@ -23,7 +23,7 @@
             p.order_total,
             max(a.event_at) as clicked_at
         from purchases as p
-        join ads as a
+        inner join ads as a
             on a.anonymous_id = p.anonymous_id and a.event_date = p.event_date
             and a.event_type = 'ad_click' and a.event_at <= p.event_at
         group by 1, 2, 3, 4

@@ -14,9 +14,9 @@
 {% macro default__silver_parquet(table, snapshot=false) -%}
     {%- set root = run_setting("lake_root") -%}
     {%- if snapshot -%}
-    read_parquet('{{ root }}/silver/{{ table }}/date={{ run_setting("max_date") }}/part-0.parquet')
+        read_parquet('{{ root }}/silver/{{ table }}/date={{ run_setting("max_date") }}/part-0.parquet')
     {%- else -%}
-    read_parquet('{{ root }}/silver/{{ table }}/date=*/part-0.parquet', union_by_name = true, hive_partitioning = false)
+        read_parquet('{{ root }}/silver/{{ table }}/date=*/part-0.parquet', union_by_name = true, hive_partitioning = false)
     {%- endif -%}
 {%- endmacro %}
 

@@ -6,8 +6,11 @@ with bounds as (
 ),
 
 days as (
-    select cast(d as date) as date_day
-    from bounds, generate_series(cast(bounds.first_day as timestamp), cast(bounds.last_day as timestamp), interval '1 day') as t(d)
+    select cast(t.d as date) as date_day
+    from bounds,
+        generate_series(
+            cast(bounds.first_day as timestamp), cast(bounds.last_day as timestamp), interval '1 day'
+        ) as t (d)
 ),
 
 final as (

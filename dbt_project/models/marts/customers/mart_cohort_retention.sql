@@ -25,7 +25,7 @@ retention as (
         cast((a.activity_week - c.cohort_week) / 7 as integer) as week_number,
         count(*) as n_active
     from activity as a
-    join cohorts as c on c.anonymous_id = a.anonymous_id
+    inner join cohorts as c on c.anonymous_id = a.anonymous_id
     group by 1, 2, 3
 ),
 
@@ -38,7 +38,7 @@ final as (
         r.n_active,
         {{ safe_divide('r.n_active', 's.cohort_size') }} as retention_rate
     from retention as r
-    join sizes as s on s.cohort_week = r.cohort_week
+    inner join sizes as s on s.cohort_week = r.cohort_week
 )
 
 select * from final

@@ -7,8 +7,12 @@
 }}
 
 with days as (
-    select cast(d as date) as as_of_date
-    from generate_series(cast('{{ run_setting("min_date") }}' as timestamp), cast('{{ run_setting("max_date") }}' as timestamp), interval '1 day') as t(d)
+    select cast(t.d as date) as as_of_date
+    from generate_series(
+        cast('{{ run_setting("min_date") }}' as timestamp),
+        cast('{{ run_setting("max_date") }}' as timestamp),
+        interval '1 day'
+    ) as t (d)
 ),
 
 orders as (
@@ -24,14 +28,14 @@ per_user as (
         count(*) as frequency,
         {{ money_sum('orders.order_total') }} as monetary
     from days
-    join orders on orders.order_date <= days.as_of_date
+    inner join orders on orders.order_date <= days.as_of_date
     group by 1, 2
 ),
 
 scored as (
     select
         *,
-        ntile(5) over (partition by as_of_date order by recency_days desc, user_id) as recency_score,
+        ntile(5) over (partition by as_of_date order by recency_days desc, user_id asc) as recency_score,
         ntile(5) over (partition by as_of_date order by frequency, user_id) as frequency_score,
         ntile(5) over (partition by as_of_date order by monetary, user_id) as monetary_score
     from per_user
