@@ -219,10 +219,11 @@ def test_shop_state_and_scd2():
 
 
 def test_a_day_processed_out_of_core_is_the_same_day(monkeypatch, tmp_path):
-    """Past events.SPILL_ROWS a day goes through hash buckets and hourly files on disk. Duplicates
+    """Past spill.SPILL_ROWS a day goes through hash buckets and hourly files on disk. Duplicates
     in different batches, a bot whose burst is split across buckets, several hours, quarantine
     and contract violations must all come out as they do in memory, down to the written bytes."""
     from pipeline_assets.silver import events
+    from pipeline_assets.silver.events import spill
     from shoplake.core.lake.io import write_partition
 
     dup = ev(T0, event_id="11111111-1111-4111-8111-111111111111")
@@ -240,8 +241,8 @@ def test_a_day_processed_out_of_core_is_the_same_day(monkeypatch, tmp_path):
         ]
 
     whole = build_silver_events(frame, D)
-    monkeypatch.setattr(events, "SPILL_ROWS", 0)
-    monkeypatch.setattr(events, "BUCKETS", 4)
+    monkeypatch.setattr(spill, "SPILL_ROWS", 0)  # the build reads both from spill when it runs
+    monkeypatch.setattr(spill, "BUCKETS", 4)
     with events.build_silver_events_from(read, D) as spilled:
         assert len(spilled.parts) == 7  # one per hour of the day that has events
         assert spilled.events.equals(whole.events) and spilled.events.height == 19
