@@ -30,6 +30,7 @@ import dagster as dg  # noqa: E402
 import duckdb  # noqa: E402
 import polars as pl  # noqa: E402
 
+from bench.support import start_broker  # noqa: E402
 from pipeline_assets.bronze.kafka_day import extract_day  # noqa: E402
 from pipeline_assets.definitions import defs  # noqa: E402
 from pipeline_assets.silver.assets import bronze_reader  # noqa: E402
@@ -43,7 +44,6 @@ from shoplake.core.settings import Settings, get_settings  # noqa: E402
 from shoplake.simulator import FaultRates, SimConfig, simulate  # noqa: E402
 from shoplake.simulator.shopdb import ShopDB  # noqa: E402
 from shoplake.simulator.sinks import KafkaSink  # noqa: E402
-from tests.conftest import start_broker  # noqa: E402
 
 PEER_SQL = """
 with raw as (

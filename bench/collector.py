@@ -2,8 +2,8 @@
 
     .venv/bin/python -m bench.collector [--events 200000] [--batch 100] [--concurrency 16]
 
-Starts a throw-away local broker (or uses SHOPLAKE_KAFKA_BOOTSTRAP) and the collector as its own
-process (uvicorn, one worker). The load generator is an asyncio httpx client in this process.
+Starts a throw-away local broker and the collector as its own process (uvicorn, one worker). The
+load generator is an asyncio httpx client in this process.
 Peers, each over the same simulated payloads (PII included, faults off):
   - plain loop: Producer.produce() of the raw payloads with the collector's producer settings
     (idempotent, acks=all), one flush at the end: the ceiling of what Kafka + client can take;
@@ -29,19 +29,23 @@ from pathlib import Path
 import httpx
 from confluent_kafka import Producer
 
+from bench.support import (
+    RunningCollector,
+    collector_env,
+    cpu_seconds,
+    session_environment,
+    start_broker,
+)
 from shoplake.core import clock
 from shoplake.core.days import last_closed_day
 from shoplake.core.kafka_io import producer_config
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.sinks import MemorySink
-from tests.conftest import RunningCollector, collector_env, start_broker
 
 
 def payloads(n: int) -> list[bytes]:
-    """n simulated payloads of days that have fully arrived by the clock in effect.
-
-    Importing tests.conftest sets the tests' fixed clock, so the days come from that clock.
-    """
+    """n simulated payloads of days that have fully arrived by the clock in effect (main puts it
+    on the tests' fixed date)."""
     sink = MemorySink()
     days = 1
     while len(sink.payloads) < n:
@@ -138,15 +142,6 @@ def load_wrk(
     return requests * events_per_request / (duration / 1e6), p50 / 1e6, p99 / 1e6, requests
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process (from /proc), to see who is busy during a phase."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -163,13 +158,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=15, help="duration of the wrk run")
     ap.add_argument("--workers", type=int, default=1, help="collector worker processes")
     args = ap.parse_args()
+    # As the tests run (the same payloads on every day): the fixed date, no shell settings.
+    session_environment()
 
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-bench-"))
-    broker = None
-    bootstrap = os.environ.get("SHOPLAKE_KAFKA_BOOTSTRAP")
-    if not bootstrap:
-        broker = start_broker(tmp / "kafka")
-        bootstrap = broker.bootstrap
+    broker = start_broker(tmp / "kafka")
+    bootstrap = broker.bootstrap
     from shoplake.core.platform.topics import TopicSpec, ensure_topics
 
     ensure_topics(bootstrap, {"bench.plain": TopicSpec("bench.plain", 6, 3_600_000, "delete")})
@@ -210,8 +204,7 @@ def main() -> None:
         }
         if args.client == "python":
             pids["load client"] = os.getpid()
-        if broker is not None:
-            pids["kafka broker"] = broker.pid()
+        pids["kafka broker"] = broker.pid()
         cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
         if args.client == "wrk":
             t0 = time.perf_counter()
@@ -244,8 +237,7 @@ def main() -> None:
         )
     finally:
         collector.stop()
-        if broker is not None:
-            broker.stop()
+        broker.stop()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.conftest import RunningCollector, collector_env, start_broker
+from bench.support import RunningCollector, collector_env, session_environment, start_broker
 from tests.fuzz_collector import Ledger, fuzz, verify
 
 
@@ -21,6 +21,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
+    session_environment()  # as the tests run: the fixed date, no shell settings
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-fuzz-"))
     broker = start_broker(tmp / "kafka")
     collector = RunningCollector(collector_env(tmp / "collector", broker.bootstrap))

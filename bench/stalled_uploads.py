@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import RunningCollector, collector_env, start_broker
+from bench.support import RunningCollector, collector_env, session_environment, start_broker
 
 REQUEST = (
     b"POST /v1/events HTTP/1.1\r\nHost: bench\r\nX-Write-Key: test-key\r\n"
@@ -50,6 +50,7 @@ def main() -> None:
     ap.add_argument("--uploads", type=int, default=1000)
     ap.add_argument("--hold", type=float, default=8.0, help="seconds the clients stay stalled")
     args = ap.parse_args()
+    session_environment()  # as the tests run: the fixed date, no shell settings
     tmp = Path(tempfile.mkdtemp(prefix="shoplake-stalled-"))
     broker = start_broker(tmp / "kafka")
     collector = RunningCollector(collector_env(tmp / "collector", broker.bootstrap))

@@ -17,25 +17,26 @@ from pathlib import Path
 
 import pytest
 
+# The broker and collector helpers live with the benchmarks, which start the same processes; the
+# tests import them from here.
+from bench.support import (
+    RunningCollector,
+    clean_env,  # noqa: F401 (the tests import it from here)
+    collector_env,
+    session_environment,
+    start_broker,
+)
 from shoplake.core import clock
 from shoplake.core.platform.kafka import LocalKafka
 from shoplake.core.platform.postgres import LocalPostgres
-from shoplake.core.platform.process import free_port
-from shoplake.core.platform.topics import ensure_topics
-from shoplake.core.settings import REPO_ROOT, get_settings
+from shoplake.core.settings import REPO_ROOT
 
 # The shell's settings must not reach the tests (a developer's SHOPLAKE_HOME or DAGSTER_HOME would
-# point them at real state): every test starts from the defaults, and sets what it needs.
-KEPT_FROM_SHELL = {"SHOPLAKE_DATASETS", clock.ENV}
-for _name in [n for n in os.environ if n.startswith(("SHOPLAKE_", "DAGSTER_"))]:
-    if _name not in KEPT_FROM_SHELL:
-        del os.environ[_name]
-# The same data on every day: the session runs on a fixed date (SHOPLAKE_CLOCK moves it, as CI
-# does for month and year ends), on one timeline shared with every process it starts. The local
-# brokers it starts neither delete nor refuse records by their own (real) clock.
-SESSION_CLOCK = "2026-06-15T12:00:00+00:00"
-os.environ.setdefault(clock.ENV, SESSION_CLOCK)
-os.environ[clock.ENV] = clock.env_value()
+# point them at real state): every test starts from the defaults, and sets what it needs. The same
+# data on every day: the session runs on a fixed date (SHOPLAKE_CLOCK moves it, as CI does for
+# month and year ends), on one timeline shared with every process it starts. The local brokers it
+# starts neither delete nor refuse records by their own (real) clock.
+session_environment()
 TODAY = clock.today()
 # The end-to-end test's first day: recent enough for Kafka's 7-day retention.
 E2E_D0 = TODAY - timedelta(days=5)
@@ -44,7 +45,6 @@ E2E_D0 = TODAY - timedelta(days=5)
 REPLAY_DAY = TODAY - timedelta(days=6)
 
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-JAR_CACHE = REPO_ROOT / ".shoplake" / "cache"
 DATASETS = Path(os.environ.get("SHOPLAKE_DATASETS", REPO_ROOT.parent / "shared" / "datasets"))
 
 
@@ -55,15 +55,6 @@ def unavailable(component: str, exc: BaseException) -> None:
             f"{component} is required under CI=true but could not be started: {exc}", pytrace=False
         )
     pytest.skip(f"{component} unavailable ({exc}); run 'make test' to provision it")
-
-
-def start_broker(root: Path) -> LocalKafka:
-    broker = LocalKafka(
-        home=root, port=free_port(), controller_port=free_port(), heap="384m", cache=JAR_CACHE
-    )
-    broker.start(timeout=120)
-    ensure_topics(broker.bootstrap)
-    return broker
 
 
 @pytest.fixture(scope="session")
@@ -108,49 +99,6 @@ def fresh_pg_db(pg_dsn: str) -> Iterator[str]:
     yield pg_dsn.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE {name} WITH (FORCE)")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment for a process a test starts: no shell settings, the session's clock."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SHOPLAKE_", "DAGSTER_", "BYTEWAX_"))
-    }
-    env[clock.ENV] = os.environ[clock.ENV]
-    env.update(extra)
-    return env
-
-
-def collector_env(home: Path, bootstrap: str, **extra: str) -> dict[str, str]:
-    env = clean_env()
-    env.update(
-        SHOPLAKE_ENV="ci",
-        SHOPLAKE_HOME=str(home),
-        SHOPLAKE_KAFKA_BOOTSTRAP=bootstrap,
-        SHOPLAKE_COLLECTOR_PORT=str(free_port()),
-        SHOPLAKE_WRITE_KEYS="test-key,second-key",
-        SHOPLAKE_REPLAY_KEYS="test-replay-key",
-        SHOPLAKE_PII_KEY="test-pii-key",
-        SHOPLAKE_DELIVERY_TIMEOUT_MS="3000",
-    )
-    env.update(extra)
-    return env
-
-
-class RunningCollector:
-    def __init__(self, env: dict[str, str], workers: int = 1):
-        from shoplake.collector.process import start_collector
-
-        self.env = env
-        self.settings = get_settings(env)
-        self.pid = start_collector(self.settings, env=env, timeout=60, workers=workers)
-        self.url = self.settings.collector_url
-
-    def stop(self) -> None:
-        from shoplake.collector.process import stop_collector
-
-        stop_collector(self.settings)
 
 
 @pytest.fixture(scope="session")
