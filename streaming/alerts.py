@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import msgspec
 from bytewax.operators import StatefulBatchLogic
@@ -36,13 +37,41 @@ def evidence(**values) -> str:
     return msgspec.json.encode(values, order="sorted").decode()
 
 
-def next_run(run: list[int] | None, event_ms: int, bot_gap_ms: int) -> list[int]:
-    """``[previous event ms, events in the current quick run]`` after one more event (silver's
-    rule: a gap counts when 0 < gap < bot_gap; equal stamps are coarse clocks, not bots)."""
+@dataclass(slots=True)
+class ClickRun:
+    """A visitor's current run of quick clicks (stage 1, per visitor)."""
+
+    previous_ms: int  # event time of the visitor's previous event, in arrival order
+    clicks: int  # events in the current quick run
+    last_received_ms: int  # when the visitor's latest event arrived, for eviction
+
+    def __reduce__(self):  # snapshots hold one per visitor: pickle the fields, not a slot dict
+        return ClickRun, (self.previous_ms, self.clicks, self.last_received_ms)
+
+
+@dataclass(slots=True)
+class BuyerState:
+    """A visitor's orders so far (stage 1, per visitor), for the large-purchase rule."""
+
+    orders: int
+    revenue_cents: int
+    last_event_ms: int  # event time of the latest order, for eviction
+    order_ids: set[str | None]  # an order counts once, however often it arrives
+
+    def __reduce__(self):  # as ClickRun's
+        return BuyerState, (self.orders, self.revenue_cents, self.last_event_ms, self.order_ids)
+
+
+def next_run(run: ClickRun | None, event_ms: int, received_ms: int, bot_gap_ms: int) -> ClickRun:
+    """The visitor's click run after one more event, updated in place (silver's rule: a gap
+    counts when 0 < gap < bot_gap; equal stamps are coarse clocks, not bots)."""
     if run is None:
-        return [event_ms, 1]
-    gap = event_ms - run[0]
-    return [event_ms, run[1] + 1 if 0 < gap < bot_gap_ms else 1]
+        return ClickRun(event_ms, 1, received_ms)
+    gap = event_ms - run.previous_ms
+    run.clicks = run.clicks + 1 if 0 < gap < bot_gap_ms else 1
+    run.previous_ms = event_ms
+    run.last_received_ms = received_ms
+    return run
 
 
 def bot_alert(e: LiveEvent, clicks: int, bot_gap_ms: int) -> Alert:
@@ -172,33 +201,35 @@ class VisitorAlertsLogic(ShardLogic):
         self.ttl_ms = int(config.visitor_ttl.total_seconds() * 1000)
 
     def initial_state(self) -> dict:
-        # runs: visitor -> [previous event ms, run length, last received ms]
-        # buyers: visitor -> [orders, cents, last event ms, order ids seen]
+        # runs: visitor -> ClickRun; buyers: visitor -> BuyerState; fired: alert id -> day
         return {"runs": {}, "buyers": {}, "fired": {}, "swept": None, "swept_day": None}
 
     def on_event(self, e: LiveEvent, wm: int) -> list:
         out = []
         s = self.s
-        run = next_run(s["runs"].get(e.anonymous_id), e.event_ms, self.bot_gap_ms)
-        s["runs"][e.anonymous_id] = [*run, e.received_ms]
-        if run[1] >= self.rules.bot_min_clicks:
-            alert = bot_alert(e, run[1], self.bot_gap_ms)
+        run = next_run(s["runs"].get(e.anonymous_id), e.event_ms, e.received_ms, self.bot_gap_ms)
+        s["runs"][e.anonymous_id] = run
+        if run.clicks >= self.rules.bot_min_clicks:
+            alert = bot_alert(e, run.clicks, self.bot_gap_ms)
             if alert.alert_id not in s["fired"]:
                 s["fired"][alert.alert_id] = e.event_ms // DAY_MS
                 out.append(alert)
         if e.event_type == "purchase":
             buyer = s["buyers"].get(e.anonymous_id)
             if buyer is None:
-                s["buyers"][e.anonymous_id] = [1, e.revenue_cents, e.event_ms, {e.order_id}]
-            elif e.order_id not in buyer[3]:  # an order counts once, however often it arrives
-                alert = large_purchase_alert(e, buyer[0], buyer[1], self.rules)
+                s["buyers"][e.anonymous_id] = BuyerState(
+                    1, e.revenue_cents, e.event_ms, {e.order_id}
+                )
+            # an order counts once, however often it arrives
+            elif e.order_id not in buyer.order_ids:
+                alert = large_purchase_alert(e, buyer.orders, buyer.revenue_cents, self.rules)
                 if alert is not None and alert.alert_id not in s["fired"]:
                     s["fired"][alert.alert_id] = e.event_ms // DAY_MS
                     out.append(alert)
-                buyer[0] += 1
-                buyer[1] += e.revenue_cents
-                buyer[2] = max(buyer[2], e.event_ms)
-                buyer[3].add(e.order_id)
+                buyer.orders += 1
+                buyer.revenue_cents += e.revenue_cents
+                buyer.last_event_ms = max(buyer.last_event_ms, e.event_ms)
+                buyer.order_ids.add(e.order_id)
         return out
 
     def on_advance(self, old_wm: int, new_wm: int) -> list:
@@ -206,13 +237,14 @@ class VisitorAlertsLogic(ShardLogic):
         minute = WINDOW_1M.index(new_wm)
         if s["swept"] is None or minute > s["swept"]:
             s["swept"] = minute
-            horizon = new_wm - self.session_gap_ms
-            s["runs"] = {v: r for v, r in s["runs"].items() if r[-1] >= horizon}
+            oldest = new_wm - self.session_gap_ms
+            s["runs"] = {v: r for v, r in s["runs"].items() if r.last_received_ms >= oldest}
         day = new_wm // DAY_MS
         if s["swept_day"] is None or day > s["swept_day"]:
             s["swept_day"] = day
             s["fired"] = {a: d for a, d in s["fired"].items() if d >= day - 2}
-            s["buyers"] = {v: b for v, b in s["buyers"].items() if b[2] >= new_wm - self.ttl_ms}
+            oldest = new_wm - self.ttl_ms
+            s["buyers"] = {v: b for v, b in s["buyers"].items() if b.last_event_ms >= oldest}
         return []
 
 

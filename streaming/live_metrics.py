@@ -7,8 +7,11 @@ records count by their receive time in the ``all`` slice, for the error rate.
 
 from __future__ import annotations
 
+import operator
 import pickle
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -25,18 +28,6 @@ from streaming.windows import (
     window_bounds,
 )
 
-# Counter positions in a slice accumulator.
-EVENTS, PAGE_VIEWS, PRODUCT_VIEWS, ADD_TO_CARTS, CHECKOUTS, PURCHASES, CENTS = range(7)
-VISITORS, BUYERS = 7, 8  # sets in stage 1, counts in partials
-REJECTED, FUTURE = 9, 10
-N_VALUES = 11
-TYPE_COUNTER = {
-    "page_view": PAGE_VIEWS,
-    "product_view": PRODUCT_VIEWS,
-    "add_to_cart": ADD_TO_CARTS,
-    "begin_checkout": CHECKOUTS,
-    "purchase": PURCHASES,
-}
 ALL = ("all", "all")
 
 
@@ -44,8 +35,92 @@ def slices(event: LiveEvent) -> tuple[tuple[str, str], ...]:
     return (ALL, ("platform", event.platform), ("device_type", event.device_type))
 
 
-def _new_slice() -> list:
-    return [0, 0, 0, 0, 0, 0, 0, set(), set(), 0, 0]
+@dataclass(slots=True)
+class SliceState:
+    """Stage 1: what a shard has counted for one slice of one window. The visitors and buyers are
+    sets, so unique counts stay exact when the shards' counts are added."""
+
+    events: int = 0
+    page_views: int = 0
+    product_views: int = 0
+    add_to_carts: int = 0
+    checkouts: int = 0
+    purchases: int = 0
+    revenue_cents: int = 0
+    visitors: set[str] = field(default_factory=set)
+    buyers: set[str] = field(default_factory=set)
+    rejected: int = 0
+    future_events: int = 0
+
+    def totals(self) -> SliceTotals:
+        return SliceTotals(
+            self.events,
+            self.page_views,
+            self.product_views,
+            self.add_to_carts,
+            self.checkouts,
+            self.purchases,
+            self.revenue_cents,
+            len(self.visitors),
+            len(self.buyers),
+            self.rejected,
+            self.future_events,
+        )
+
+
+class SliceTotals(NamedTuple):
+    """One slice of one window as counts: a shard's share in a :class:`Partial`, and their sum in
+    stage 2. Immutable, so the merge replaces a slice's totals instead of changing a partial."""
+
+    events: int = 0
+    page_views: int = 0
+    product_views: int = 0
+    add_to_carts: int = 0
+    checkouts: int = 0
+    purchases: int = 0
+    revenue_cents: int = 0
+    visitors: int = 0  # unique visitors
+    buyers: int = 0  # unique buyers
+    rejected: int = 0
+    future_events: int = 0
+
+    def plus(self, other: SliceTotals) -> SliceTotals:
+        return SliceTotals._make(map(operator.add, self, other))
+
+
+# The positions of SliceTotals' fields, for loops that keep a slice as a list and build the tuple
+# positionally (bench.stream's plain-loop peer does: its lists hold the two sets at VISITORS and
+# BUYERS, and TYPE_COUNTER gives the position an event type counts at).
+EVENTS, PAGE_VIEWS, PRODUCT_VIEWS, ADD_TO_CARTS, CHECKOUTS, PURCHASES, CENTS = range(7)
+VISITORS, BUYERS, REJECTED, FUTURE = 7, 8, 9, 10
+TYPE_COUNTER = {
+    "page_view": PAGE_VIEWS,
+    "product_view": PRODUCT_VIEWS,
+    "add_to_cart": ADD_TO_CARTS,
+    "begin_checkout": CHECKOUTS,
+    "purchase": PURCHASES,
+}
+
+
+@dataclass(slots=True)
+class LateCounts:
+    """Events that arrived after their window closed (stage 1 per window start, and their sum in
+    stage 2 per window). A :class:`Late` carries them as the tuple of :meth:`as_tuple`."""
+
+    events: int = 0
+    purchases: int = 0
+    revenue_cents: int = 0
+    rejected: int = 0
+
+    def as_tuple(self) -> tuple[int, int, int, int]:
+        return (self.events, self.purchases, self.revenue_cents, self.rejected)
+
+    def add(self, values: tuple[int, int, int, int]) -> None:
+        events, purchases, revenue_cents, rejected = values
+        self.events += events
+        self.purchases += purchases
+        self.revenue_cents += revenue_cents
+        self.rejected += rejected
 
 
 class WindowMetricsLogic(ShardLogic):
@@ -57,21 +132,23 @@ class WindowMetricsLogic(ShardLogic):
         super().__init__(config, resume)
 
     def initial_state(self) -> dict:
-        # windows: start_ms -> {slice: accumulator}; late: start_ms -> [events, purchases, cents, rejected]
+        # windows: start_ms -> {slice: SliceState}; late: start_ms -> LateCounts
         return {"windows": {}, "late": {}}
 
     def _late(self, start: int, event: LiveEvent | None, wm: int) -> None:
         if start < wm - LATE_HORIZON_MS:
             prom.DROPPED.labels("late_beyond_horizon").inc()
             return
-        acc = self.s["late"].setdefault(start, [0, 0, 0, 0])
+        late = self.s["late"].get(start)
+        if late is None:
+            late = self.s["late"][start] = LateCounts()
         if event is None:
-            acc[3] += 1
+            late.rejected += 1
             return
-        acc[0] += 1
+        late.events += 1
         if event.event_type == "purchase":
-            acc[1] += 1
-            acc[2] += event.revenue_cents
+            late.purchases += 1
+            late.revenue_cents += event.revenue_cents
         prom.LATE_EVENTS.labels(self.windower.name).inc()
 
     def on_event(self, event: LiveEvent, wm: int) -> list:
@@ -82,18 +159,26 @@ class WindowMetricsLogic(ShardLogic):
         window = self.s["windows"].get(start)
         if window is None:
             window = self.s["windows"][start] = {}
-        counter = TYPE_COUNTER.get(event.event_type)
+        kind = event.event_type
+        visitor = event.anonymous_id
         for key in slices(event):
             acc = window.get(key)
             if acc is None:
-                acc = window[key] = _new_slice()
-            acc[EVENTS] += 1
-            acc[VISITORS].add(event.anonymous_id)
-            if counter is not None:
-                acc[counter] += 1
-                if counter == PURCHASES:
-                    acc[CENTS] += event.revenue_cents
-                    acc[BUYERS].add(event.anonymous_id)
+                acc = window[key] = SliceState()
+            acc.events += 1
+            acc.visitors.add(visitor)
+            if kind == "page_view":
+                acc.page_views += 1
+            elif kind == "product_view":
+                acc.product_views += 1
+            elif kind == "add_to_cart":
+                acc.add_to_carts += 1
+            elif kind == "begin_checkout":
+                acc.checkouts += 1
+            elif kind == "purchase":
+                acc.purchases += 1
+                acc.revenue_cents += event.revenue_cents
+                acc.buyers.add(visitor)
         return []
 
     def on_reject(self, reject: Reject, wm: int) -> list:
@@ -105,8 +190,11 @@ class WindowMetricsLogic(ShardLogic):
         window = self.s["windows"].setdefault(start, {})
         acc = window.get(ALL)
         if acc is None:
-            acc = window[ALL] = _new_slice()
-        acc[REJECTED if reject.kind == "rejected" else FUTURE] += 1
+            acc = window[ALL] = SliceState()
+        if reject.kind == "rejected":
+            acc.rejected += 1
+        else:
+            acc.future_events += 1
         return []
 
     def flush(self, wm: int) -> list:
@@ -117,7 +205,9 @@ class WindowMetricsLogic(ShardLogic):
             out.append(Partial(start, _partial_values(windows.pop(start))))
         if self.s["late"]:
             name = self.windower.name
-            out.extend(Late(name, start, tuple(v)) for start, v in sorted(self.s["late"].items()))
+            out.extend(
+                Late(name, start, late.as_tuple()) for start, late in sorted(self.s["late"].items())
+            )
             self.s["late"] = {}
         return out
 
@@ -125,23 +215,18 @@ class WindowMetricsLogic(ShardLogic):
         return self.flush(2**62)
 
 
-def _partial_values(window: dict) -> dict:
-    return {
-        key: (*acc[:VISITORS], len(acc[VISITORS]), len(acc[BUYERS]), acc[REJECTED], acc[FUTURE])
-        for key, acc in window.items()
-    }
+def _partial_values(window: dict[tuple[str, str], SliceState]) -> dict:
+    return {key: acc.totals() for key, acc in window.items()}
 
 
-def merge_metrics(acc: dict | None, values: dict) -> dict:
+def merge_metrics(
+    acc: dict[tuple[str, str], SliceTotals] | None, values: dict[tuple[str, str], SliceTotals]
+) -> dict[tuple[str, str], SliceTotals]:
     if acc is None:
-        return {key: list(vals) for key, vals in values.items()}
-    for key, vals in values.items():
+        return dict(values)
+    for key, totals in values.items():
         old = acc.get(key)
-        if old is None:
-            acc[key] = list(vals)
-        else:
-            for i, v in enumerate(vals):
-                old[i] += v
+        acc[key] = totals if old is None else old.plus(totals)
     return acc
 
 
@@ -155,27 +240,29 @@ def finish_metrics(windower: TumblingWindower):
     return finish
 
 
-def metrics_row(size: str, start, end, key: tuple[str, str], v: tuple) -> WindowMetrics:
-    total = v[EVENTS] + v[REJECTED]
+def metrics_row(size: str, start, end, key: tuple[str, str], totals: tuple) -> WindowMetrics:
+    """The row of one slice; ``totals`` is a :class:`SliceTotals` or a plain tuple in its order."""
+    v = SliceTotals._make(totals)
+    total = v.events + v.rejected
     return WindowMetrics(
         window_size=size,
         window_start=start,
         window_end=end,
         dimension=key[0],
         dimension_value=key[1],
-        events=v[EVENTS],
-        unique_visitors=v[VISITORS],
-        page_views=v[PAGE_VIEWS],
-        product_views=v[PRODUCT_VIEWS],
-        add_to_carts=v[ADD_TO_CARTS],
-        checkouts=v[CHECKOUTS],
-        purchases=v[PURCHASES],
-        buyers=v[BUYERS],
-        revenue=v[CENTS] / 100,
-        conversion_rate=round(v[BUYERS] / v[VISITORS], 6) if v[VISITORS] else None,
-        rejected=v[REJECTED],
-        future_events=v[FUTURE],
-        error_rate=round(v[REJECTED] / total, 6) if total else None,
+        events=v.events,
+        unique_visitors=v.visitors,
+        page_views=v.page_views,
+        product_views=v.product_views,
+        add_to_carts=v.add_to_carts,
+        checkouts=v.checkouts,
+        purchases=v.purchases,
+        buyers=v.buyers,
+        revenue=v.revenue_cents / 100,
+        conversion_rate=round(v.buyers / v.visitors, 6) if v.visitors else None,
+        rejected=v.rejected,
+        future_events=v.future_events,
+        error_rate=round(v.rejected / total, 6) if total else None,
     )
 
 
@@ -189,7 +276,7 @@ class LateMergeLogic(StatefulBatchLogic):
     KEEP_MS = 30 * 86_400_000
 
     def __init__(self, resume: bytes | None):
-        self.totals: dict[tuple[str, int], list[int]] = pickle.loads(resume) if resume else {}
+        self.totals: dict[tuple[str, int], LateCounts] = pickle.loads(resume) if resume else {}
 
     def on_batch(self, values: list[Late]) -> tuple[Iterable, bool]:
         touched = {}
@@ -197,9 +284,8 @@ class LateMergeLogic(StatefulBatchLogic):
             key = (late.window_size, late.window_start_ms)
             acc = self.totals.get(key)
             if acc is None:
-                acc = self.totals[key] = [0, 0, 0, 0]
-            for i, v in enumerate(late.values):
-                acc[i] += v
+                acc = self.totals[key] = LateCounts()
+            acc.add(late.values)
             touched[key] = acc
         newest = max(start for _, start in self.totals) if self.totals else 0
         for key in [k for k in self.totals if k[1] < newest - self.KEEP_MS]:
@@ -210,12 +296,12 @@ class LateMergeLogic(StatefulBatchLogic):
         return pickle.dumps(self.totals, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def late_row(size: str, start_ms: int, v: list[int]) -> LateEvents:
+def late_row(size: str, start_ms: int, counts: LateCounts) -> LateEvents:
     return LateEvents(
         window_size=size,
         window_start=from_ms(start_ms),
-        events=v[0],
-        purchases=v[1],
-        revenue=v[2] / 100,
-        rejected=v[3],
+        events=counts.events,
+        purchases=counts.purchases,
+        revenue=counts.revenue_cents / 100,
+        rejected=counts.rejected,
     )

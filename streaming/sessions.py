@@ -21,29 +21,40 @@ from streaming.events import LiveEvent, from_ms
 from streaming.windows import WINDOW_1M, Partial, ShardLogic, TumblingWindower, window_bounds
 
 _COUNTED = {
-    "page_view": "pv",
-    "product_view": "prv",
-    "add_to_cart": "atc",
-    "begin_checkout": "chk",
-    "purchase": "pur",
+    "page_view": "page_views",
+    "product_view": "product_views",
+    "add_to_cart": "add_to_carts",
+    "begin_checkout": "checkouts",
+    "purchase": "purchases",
 }
+_SUMMED = (  # what merging two sessions adds up
+    "events",
+    "page_views",
+    "product_views",
+    "add_to_carts",
+    "checkouts",
+    "purchases",
+    "revenue_cents",
+)
 
 
 @dataclass(slots=True)
 class OpenSession:
+    """A visitor's open session (stage 1; slots, as a shard holds one per active visitor)."""
+
     anonymous_id: str
     first_ms: int
     first_id: str
     last_ms: int
     platform: str
     device_type: str
-    n: int = 0
-    pv: int = 0
-    prv: int = 0
-    atc: int = 0
-    chk: int = 0
-    pur: int = 0
-    cents: int = 0
+    events: int = 0
+    page_views: int = 0
+    product_views: int = 0
+    add_to_carts: int = 0
+    checkouts: int = 0
+    purchases: int = 0
+    revenue_cents: int = 0
     bot_ua: bool = False
     prev_ms: int = 0  # previous event in arrival order, for the click-cadence run
     run: int = 0
@@ -55,15 +66,15 @@ class OpenSession:
             self.platform, self.device_type = e.platform, e.device_type
         if e.event_ms > self.last_ms:
             self.last_ms = e.event_ms
-        self.n += 1
+        self.events += 1
         field = _COUNTED.get(e.event_type)
         if field is not None:
             setattr(self, field, getattr(self, field) + 1)
-            if field == "pur":
-                self.cents += e.revenue_cents
+            if field == "purchases":
+                self.revenue_cents += e.revenue_cents
         self.bot_ua |= e.is_bot_ua
         gap = e.event_ms - self.prev_ms
-        self.run = self.run + 1 if self.n > 1 and 0 < gap < bot_gap_ms else 1
+        self.run = self.run + 1 if self.events > 1 and 0 < gap < bot_gap_ms else 1
         self.max_run = max(self.max_run, self.run)
         self.prev_ms = e.event_ms
 
@@ -73,7 +84,7 @@ class OpenSession:
             self.first_ms, self.first_id = other.first_ms, other.first_id
             self.platform, self.device_type = other.platform, other.device_type
         self.last_ms = max(self.last_ms, other.last_ms)
-        for f in ("n", "pv", "prv", "atc", "chk", "pur", "cents"):
+        for f in _SUMMED:
             setattr(self, f, getattr(self, f) + getattr(other, f))
         self.bot_ua |= other.bot_ua
         self.max_run = max(self.max_run, other.max_run)
@@ -129,14 +140,14 @@ def session_row(s: OpenSession, bot_min_clicks: int) -> Session:
         started_at=started,
         ended_at=ended,
         duration_seconds=(s.last_ms - s.first_ms) / 1000,
-        n_events=s.n,
-        n_page_views=s.pv,
-        n_product_views=s.prv,
-        n_add_to_carts=s.atc,
-        n_checkouts=s.chk,
-        n_purchases=s.pur,
-        is_converted=s.pur > 0,
-        revenue=s.cents / 100,
+        n_events=s.events,
+        n_page_views=s.page_views,
+        n_product_views=s.product_views,
+        n_add_to_carts=s.add_to_carts,
+        n_checkouts=s.checkouts,
+        n_purchases=s.purchases,
+        is_converted=s.purchases > 0,
+        revenue=s.revenue_cents / 100,
         platform=s.platform,
         device_type=s.device_type,
         is_bot=s.bot_ua or s.max_run >= bot_min_clicks,

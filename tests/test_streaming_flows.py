@@ -547,7 +547,7 @@ def test_the_reference_shares_no_rule_with_the_flow():
 
 # -- live mode: idle shards and stragglers ---------------------------------------------------------
 def test_a_live_merge_stops_waiting_for_idle_shards_and_corrects_stragglers():
-    from streaming.live_metrics import finish_metrics, merge_metrics
+    from streaming.live_metrics import SliceTotals, finish_metrics, merge_metrics
     from streaming.windows import WINDOW_10S, Mark, MergeLogic, Partial
 
     now = [1000.0]
@@ -558,7 +558,7 @@ def test_a_live_merge_stops_waiting_for_idle_shards_and_corrects_stragglers():
         WINDOW_10S, merge_metrics, finish_metrics(WINDOW_10S), config, None, clock=lambda: now[0]
     )
     start = int(T0.timestamp() * 1000)
-    values = {("all", "all"): (2, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0)}
+    values = {("all", "all"): SliceTotals(events=2, page_views=1, visitors=1)}
 
     out, _ = logic.on_batch([Partial(start, values), Mark("a", start + 20_000)])
     assert out == []  # shard b has not marked yet
