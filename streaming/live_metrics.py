@@ -88,20 +88,6 @@ class SliceTotals(NamedTuple):
         return SliceTotals._make(map(operator.add, self, other))
 
 
-# The positions of SliceTotals' fields, for loops that keep a slice as a list and build the tuple
-# positionally (bench.stream's plain-loop peer does: its lists hold the two sets at VISITORS and
-# BUYERS, and TYPE_COUNTER gives the position an event type counts at).
-EVENTS, PAGE_VIEWS, PRODUCT_VIEWS, ADD_TO_CARTS, CHECKOUTS, PURCHASES, CENTS = range(7)
-VISITORS, BUYERS, REJECTED, FUTURE = 7, 8, 9, 10
-TYPE_COUNTER = {
-    "page_view": PAGE_VIEWS,
-    "product_view": PRODUCT_VIEWS,
-    "add_to_cart": ADD_TO_CARTS,
-    "begin_checkout": CHECKOUTS,
-    "purchase": PURCHASES,
-}
-
-
 @dataclass(slots=True)
 class LateCounts:
     """Events that arrived after their window closed (stage 1 per window start, and their sum in
@@ -240,9 +226,7 @@ def finish_metrics(windower: TumblingWindower):
     return finish
 
 
-def metrics_row(size: str, start, end, key: tuple[str, str], totals: tuple) -> WindowMetrics:
-    """The row of one slice; ``totals`` is a :class:`SliceTotals` or a plain tuple in its order."""
-    v = SliceTotals._make(totals)
+def metrics_row(size: str, start, end, key: tuple[str, str], v: SliceTotals) -> WindowMetrics:
     total = v.events + v.rejected
     return WindowMetrics(
         window_size=size,
