@@ -1,5 +1,5 @@
 """The long fuzz run of the collector: N generated requests against its own throw-away broker,
-then every promise checked against both topics (see tests/fuzz_collector.py).
+then every promise checked against both topics (see bench/fuzz_harness.py).
 
     .venv/bin/python -m bench.fuzz_collector [--requests 10000] [--seed 1]
 """
@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.fuzz_harness import Ledger, fuzz, verify
 from bench.support import RunningCollector, collector_env, session_environment, start_broker
-from tests.fuzz_collector import Ledger, fuzz, verify
 
 
 def main() -> None:

@@ -9,8 +9,8 @@ Not part of CI: a full run takes hours (2 CPUs). Needs mutmut 3 in the venv (the
    included) into a temporary directory; mutmut works there, so its mutants/ folder never
    touches the checkout. --keep leaves it behind (then `mutmut show NAME` / `mutmut browse` in it).
 2. mutmut mutates the function bodies of the speed-layer rules (streaming/alerts.py,
-   sessions.py, dedupe.py, daily.py) and, in pipeline_assets/silver/events.py, only the bot and
-   dedupe rules (cadence_bots, _resolve: the other functions' mutants are generated, not run).
+   sessions.py, dedupe.py, daily.py) and, in pipeline_assets/silver/events/, only the bot and
+   dedupe rules (agents.cadence_bots, dedupe.resolve).
    mutmut never mutates module-level constants (BOT_GAP, BOT_MIN_CLICKS, ...).
 3. Each mutant runs, with -x and fastest first, the tests of TESTS (the flow, the stateful
    steps and silver) that execute the mutated function (mutmut's stats pass finds them; a
@@ -42,7 +42,8 @@ TARGETS: dict[str, tuple[str, ...] | None] = {
     "streaming/sessions.py": None,
     "streaming/dedupe.py": None,
     "streaming/daily.py": None,
-    "pipeline_assets/silver/events.py": ("cadence_bots", "_resolve"),
+    "pipeline_assets/silver/events/agents.py": ("cadence_bots",),
+    "pipeline_assets/silver/events/dedupe.py": ("resolve",),
 }
 TESTS = (
     "tests/test_streaming_flows.py",

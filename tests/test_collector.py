@@ -9,12 +9,12 @@ from collections import Counter
 import httpx
 import pytest
 
+from bench.kafka_util import consume_all
 from shoplake.core.ingest import DlqRecord
 from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.run import world
 from shoplake.simulator.sinks import HttpSink, MemorySink
 from tests.conftest import REPLAY_DAY, RunningCollector, collector_env, start_broker
-from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
 KEY = {"X-Write-Key": "test-key"}

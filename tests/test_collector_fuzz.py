@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
+from bench.fuzz_harness import Ledger, fuzz, verify
 from shoplake.core.kafka_io import KafkaWriter, Message
 from tests.conftest import RunningCollector, collector_env, start_broker
-from tests.fuzz_collector import Ledger, fuzz, verify
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 REQUESTS = int(os.environ.get("SHOPLAKE_FUZZ_REQUESTS", "400"))

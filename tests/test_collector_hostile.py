@@ -13,8 +13,8 @@ from collections import Counter
 import httpx
 import pytest
 
+from bench.kafka_util import consume_all
 from tests.conftest import RunningCollector, collector_env
-from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
 KEY = {"X-Write-Key": "test-key", "Content-Type": "application/json"}

@@ -9,13 +9,13 @@ from datetime import timedelta
 import polars as pl
 import pytest
 
+from bench.kafka_util import consume_all
 from pipeline_assets.ops.dlq import BASE_BACKOFF, MAX_ATTEMPTS, dlq_size, load_history, retry_dlq
 from shoplake.core import clock
 from shoplake.core.ingest import Ingestor, Rejected
 from shoplake.core.kafka_io import KafkaWriter, Message
 from shoplake.core.pii import Pseudonymizer
 from shoplake.core.platform.topics import TopicSpec, ensure_topics
-from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
 

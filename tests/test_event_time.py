@@ -18,6 +18,7 @@ import httpx
 import polars as pl
 import pytest
 
+from bench.kafka_util import consume_all
 from pipeline_assets.silver.events import build_silver_events
 from shoplake.core import clock
 from shoplake.core.contracts.event_time import event_time, is_future
@@ -25,7 +26,6 @@ from shoplake.simulator.sinks import HttpSink, restamp_sent_at
 from streaming.events import LiveEvent, decode_message
 from streaming.testing import message
 from tests.conftest import RunningCollector, collector_env
-from tests.kafka_util import consume_all
 
 KEY = {"X-Write-Key": "test-key", "Content-Type": "application/json"}
 

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from bench.kafka_util import consume_all
 from shoplake.core.ingest import Ingestor
 from shoplake.core.pii import Pseudonymizer
 from shoplake.core.platform.topics import TopicSpec, ensure_topics
@@ -14,7 +15,6 @@ from shoplake.simulator import FaultRates, SimConfig, simulate
 from shoplake.simulator.run import world
 from shoplake.simulator.sinks import KafkaSink, MemorySink
 from tests.conftest import REPLAY_DAY
-from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
 

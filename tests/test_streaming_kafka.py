@@ -15,6 +15,7 @@ import msgspec
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 
+from bench.kafka_util import consume_all
 from shoplake.core.ingest import Ingestor
 from shoplake.core.kafka_io import KafkaWriter, Message
 from shoplake.core.pii import Pseudonymizer
@@ -29,7 +30,6 @@ from streaming import reference
 from streaming.launch import Launch, start, wait
 from streaming.testing import replay_config
 from tests.conftest import REPLAY_DAY, clean_env
-from tests.kafka_util import consume_all
 
 pytestmark = pytest.mark.integration
 

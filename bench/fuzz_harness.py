@@ -29,7 +29,7 @@ import httpx
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kafka_util import consume_all
+from bench.kafka_util import consume_all
 
 KEYS = {"good": "test-key", "other": "second-key"}
 _NOT_PERSONAL = re.compile(
