@@ -14,6 +14,7 @@ from __future__ import annotations
 import pickle
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, timedelta
 
 from bytewax.operators import StatefulBatchLogic
@@ -25,16 +26,34 @@ from streaming.events import LiveEvent
 from streaming.windows import LATE_HORIZON_MS, WINDOW_1M, Delta, Late, ShardLogic
 
 DAY_MS = 86_400_000
-# Delta positions: events, bot events, purchases, bot purchases, revenue cents, bot revenue cents,
-# new visitors, new orders.
-N_DAILY = 8
+
+
+@dataclass(slots=True)
+class DailyCounts:
+    """What one shard saw of an (event day, arrival day), or the running totals of one."""
+
+    events: int = 0
+    bot_events: int = 0
+    purchases: int = 0
+    bot_purchases: int = 0
+    revenue_cents: int = 0
+    bot_revenue_cents: int = 0
+    new_visitors: int = 0  # visitors first seen on the event day, counted on this arrival day
+    new_orders: int = 0  # orders first seen on the event day, counted on this arrival day
+
+    def add(self, other: DailyCounts) -> None:
+        for name in COUNT_FIELDS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+COUNT_FIELDS = tuple(f.name for f in fields(DailyCounts))
 
 
 class DailyTotalsLogic(ShardLogic):
     """Stage 1: per-shard counts of each event day; deltas leave once a minute of watermark."""
 
     def initial_state(self) -> dict:
-        # days: day -> {"visitors": set, "orders": set}; pending: (day, arrival) -> delta list;
+        # days: day -> {"visitors": set, "orders": set}; pending: (day, arrival) -> DailyCounts;
         # flushed: minute; forgotten_before: days before it are forgotten
         return {"days": {}, "pending": {}, "flushed": None, "forgotten_before": None}
 
@@ -59,21 +78,21 @@ class DailyTotalsLogic(ShardLogic):
             known = s["days"][day] = {"visitors": set(), "orders": set()}
         d = s["pending"].get((day, arrival))
         if d is None:
-            d = s["pending"][(day, arrival)] = [0] * N_DAILY
+            d = s["pending"][(day, arrival)] = DailyCounts()
         bot = event.is_bot_ua
-        d[0] += 1
-        d[1] += bot
+        d.events += 1
+        d.bot_events += bot
         if event.event_type == "purchase":
-            d[2] += 1
-            d[3] += bot
-            d[4] += event.revenue_cents
-            d[5] += event.revenue_cents if bot else 0
+            d.purchases += 1
+            d.bot_purchases += bot
+            d.revenue_cents += event.revenue_cents
+            d.bot_revenue_cents += event.revenue_cents if bot else 0
             if event.order_id is not None and event.order_id not in known["orders"]:
                 known["orders"].add(event.order_id)
-                d[7] += 1  # counted on the arrival day it was first seen
+                d.new_orders += 1  # counted on the arrival day it was first seen
         if event.anonymous_id not in known["visitors"]:
             known["visitors"].add(event.anonymous_id)
-            d[6] += 1
+            d.new_visitors += 1
         return []
 
     def on_advance(self, old_wm: int, new_wm: int) -> list:
@@ -96,7 +115,7 @@ class DailyTotalsLogic(ShardLogic):
         return self.close_all()
 
     def close_all(self) -> list:
-        out = [Delta(days, tuple(v)) for days, v in sorted(self.s["pending"].items())]
+        out = [Delta(days, counts) for days, counts in sorted(self.s["pending"].items())]
         self.s["pending"] = {}
         return out
 
@@ -113,7 +132,7 @@ class DailyMergeLogic(StatefulBatchLogic):
     def __init__(self, config: StreamConfig, resume: bytes | None):
         self.interval = config.daily_emit_interval.total_seconds()
         self.s = (
-            pickle.loads(resume) if resume is not None else {"day": None, "totals": [0] * N_DAILY}
+            pickle.loads(resume) if resume is not None else {"day": None, "totals": DailyCounts()}
         )
         # Resumed totals may never have been upserted before the crash: upsert them again.
         self.dirty = resume is not None
@@ -123,8 +142,7 @@ class DailyMergeLogic(StatefulBatchLogic):
         totals = self.s["totals"]
         for delta in values:
             self.s["day"] = delta.key
-            for i, v in enumerate(delta.values):
-                totals[i] += v
+            totals.add(delta.values)
         self.dirty = True
         return [], StatefulBatchLogic.RETAIN
 
@@ -134,13 +152,13 @@ class DailyMergeLogic(StatefulBatchLogic):
         return DailyTotals(
             event_date=date(1970, 1, 1) + timedelta(days=day),
             arrival_date=date(1970, 1, 1) + timedelta(days=arrival),
-            events=t[0],
-            bot_events=t[1],
-            purchases=t[2],
-            orders=t[7],
-            revenue=t[4] / 100,
-            bot_revenue=t[5] / 100,
-            unique_visitors=t[6],
+            events=t.events,
+            bot_events=t.bot_events,
+            purchases=t.purchases,
+            orders=t.new_orders,
+            revenue=t.revenue_cents / 100,
+            bot_revenue=t.bot_revenue_cents / 100,
+            unique_visitors=t.new_visitors,
         )
 
     def _emit(self) -> list:

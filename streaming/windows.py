@@ -94,7 +94,7 @@ class Delta:
     """An additive update of a running total that stage 2 applies and upserts (daily totals)."""
 
     key: Any
-    values: tuple
+    values: Any  # what stage 2 adds to its running total (streaming.daily.DailyCounts)
 
 
 @dataclass(frozen=True, slots=True)
