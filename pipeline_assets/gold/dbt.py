@@ -8,6 +8,7 @@ from functools import cache
 from typing import Any
 
 import dagster as dg
+import polars as pl
 from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
 from pipeline_assets.gold.pg_load import load_silver
@@ -79,6 +80,69 @@ def scoped_environ(values: Mapping[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
 
 
+GOLD_TABLE_SHAPES_SQL = """
+select table_name, column_name, data_type
+from information_schema.columns
+where table_schema = 'gold'
+order by table_name, ordinal_position
+"""
+
+
+def gold_table_metadata(warehouse: WarehouseResource, tables: list[str]) -> dict[str, dict]:
+    """Row count and column schema of each gold table, as ``dagster/row_count`` and
+    ``dagster/column_schema`` (what dagster-dbt's ``fetch_row_counts`` and
+    ``fetch_column_metadata`` attach).
+
+    Read after dbt has finished, through the warehouse's read-only query (opened and closed at
+    once). dagster-dbt's own fetchers open dbt's adapter in this process, and with DuckDB that
+    handle stays open and locks the next dbt run out of the warehouse file.
+    """
+    if not tables:
+        return {}
+    shapes = warehouse.query(GOLD_TABLE_SHAPES_SQL)
+    counts_sql = " union all ".join(
+        f"select '{t}' as table_name, count(*) as n from gold.{t}" for t in sorted(tables)
+    )
+    counts = dict(warehouse.query(counts_sql).iter_rows())
+    out = {}
+    for table in tables:
+        columns = shapes.filter(pl.col("table_name") == table)
+        schema = dg.TableSchema(
+            columns=[
+                dg.TableColumn(name, str(kind))
+                for name, kind in columns.select("column_name", "data_type").iter_rows()
+            ]
+        )
+        out[table] = {
+            "dagster/row_count": dg.MetadataValue.int(int(counts[table])),
+            "dagster/column_schema": dg.MetadataValue.table_schema(schema),
+        }
+    return out
+
+
+def with_table_metadata(
+    events: list, context: dg.AssetExecutionContext, warehouse: WarehouseResource
+) -> Iterator:
+    """dbt's events, each gold materialization with its table's row count and column schema."""
+
+    def gold_table(event) -> str | None:
+        if isinstance(event, dg.Output):
+            key = context.asset_key_for_output(event.output_name)
+        elif isinstance(event, dg.AssetMaterialization):
+            key = event.asset_key
+        else:
+            return None
+        return key.path[1] if key.path[0] == "gold" else None
+
+    tables = [t for t in map(gold_table, events) if t is not None]
+    metadata = gold_table_metadata(warehouse, tables)
+    for event in events:
+        table = gold_table(event)
+        if table in metadata:
+            event = event.with_metadata({**event.metadata, **metadata[table]})
+        yield event
+
+
 @cache
 def build_defs() -> dg.Definitions:
     """The dbt models as assets. Built on first call: it needs the project's manifest."""
@@ -103,11 +167,11 @@ def build_defs() -> dg.Definitions:
             context.log.info(
                 "loaded silver into Postgres: " + ", ".join(f"{t.table}={t.rows}" for t in loaded)
             )
-        # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only (the
-        # row counts and column schemas are read through dbt's adapter, which reads them too).
+        # What dbt_project/profiles.yml and macros/run_setting.sql read, for this run only.
         with scoped_environ(warehouse.dbt_env() | lake.dbt_env() | run_env(context, lake)):
             invocation = dbt.cli(["build"], context=context, target_path=dbt.run_target(context))
-            yield from invocation.stream().fetch_row_counts().fetch_column_metadata()
+            events = list(invocation.stream())
+        yield from with_table_metadata(events, context, warehouse)
         dbt.keep_partial_parse(invocation)
 
     return dg.Definitions(assets=[shoplake_dbt_models])
