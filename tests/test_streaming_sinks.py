@@ -227,3 +227,20 @@ def test_the_flow_upserts_into_postgres(fresh_pg_db, tmp_path):
         sessions = conn.execute("select count(*) from realtime.sessions").fetchall()
     assert daily == [(date(2026, 3, 2), 4, 46.0)]
     assert sessions == [(4,)]
+
+
+def test_progress_of_a_partition_being_created_is_no_progress(tmp_path):
+    """The demo polls the stream's progress while `shoplake stream` may still be creating its
+    recovery partitions: a partition without tables yet means nothing snapshotted, not an error."""
+    import sqlite3
+
+    from shoplake.core.speed.progress import read_offsets
+
+    sqlite3.connect(tmp_path / "part-0.sqlite3").close()  # created, tables not yet
+    assert read_offsets(tmp_path) == {}
+    (tmp_path / "part-0.sqlite3").unlink()
+    broken = sqlite3.connect(tmp_path / "part-1.sqlite3")
+    broken.execute("create table exs (nonsense int)")
+    broken.close()
+    with pytest.raises(sqlite3.OperationalError, match="no such column"):
+        read_offsets(tmp_path)

@@ -20,9 +20,16 @@ INPUT_STEP = "shoplake_speed.read_records"
 def resume_epoch(conns: list[sqlite3.Connection]) -> int | None:
     """The epoch a restart would resume from: Bytewax's rule (the slowest worker's frontier in the
     latest execution), evaluated over all partitions."""
-    exs = [
-        r for c in conns for r in c.execute("select ex_num, worker_count, resume_epoch from exs")
-    ]
+    try:
+        exs = [
+            r
+            for c in conns
+            for r in c.execute("select ex_num, worker_count, resume_epoch from exs")
+        ]
+    except sqlite3.OperationalError as exc:
+        if "no such table" not in str(exc):
+            raise
+        return None  # a partition being created right now (the stream is starting): no progress yet
     if not exs:
         return None
     ex_num, workers, start = max(exs)
@@ -38,7 +45,8 @@ def resume_epoch(conns: list[sqlite3.Connection]) -> int | None:
 def read_offsets(recovery_dir: Path, step_id: str = INPUT_STEP) -> dict[tuple[str, int], int]:
     """``{(topic, partition): next offset}`` that a restart would resume from.
 
-    Empty if the stream has never snapshotted (or the directory does not exist).
+    Empty if the stream has never snapshotted, is creating its partitions right now, or the
+    directory does not exist.
     """
     parts = sorted(Path(recovery_dir).glob("part-*.sqlite3"))
     conns = [sqlite3.connect(f"file:{p}?mode=ro", uri=True) for p in parts]
