@@ -25,7 +25,6 @@ from shoplake.core.platform.kafka import LocalKafka, wait_for_broker
 from shoplake.core.platform.process import ProvisioningError, tail
 from shoplake.core.platform.topics import ensure_topics
 from shoplake.core.settings import REPO_ROOT, Settings, get_settings
-from shoplake.core.stream_config import runtime_from_env
 from shoplake.demo.readback import summary, verify, wait_for_rows, wait_for_stream
 from shoplake.demo.services import Demo
 from shoplake.demo.traffic import LiveTraffic
@@ -74,8 +73,8 @@ def start_platform(demo: Demo) -> None:
         console.print(f"  shop database: Postgres at {settings.pg_dsn.rsplit('@', 1)[-1]}")
     demo.started.append(("collector", start_collector(settings, env=demo.env)))
     console.print(f"  collector: {settings.collector_url}")
-    metrics_port = runtime_from_env(demo.env).metrics_port
-    stream = [sys.executable, "-m", "shoplake.cli", "stream", "--metrics-port", str(metrics_port)]
+    port = str(demo.stream_metrics_port)
+    stream = [sys.executable, "-m", "shoplake.cli", "stream", "--metrics-port", port]
     demo.service("stream", stream, None)
 
 
@@ -116,7 +115,6 @@ def serve(demo: Demo) -> None:
 
 def print_urls(demo: Demo) -> None:
     settings = demo.settings
-    stream_metrics = runtime_from_env(demo.env).metrics_port
     urls = Table("what", "where", title="open these")
     urls.add_row(
         "Dagster (lineage, partitions, checks)", f"http://127.0.0.1:{settings.dagster_port}"
@@ -126,7 +124,7 @@ def print_urls(demo: Demo) -> None:
         f"http://127.0.0.1:{settings.dashboard_port}",
     )
     urls.add_row("Prometheus: collector", f"{settings.collector_url}/metrics")
-    urls.add_row("Prometheus: speed layer", f"http://127.0.0.1:{stream_metrics}/metrics")
+    urls.add_row("Prometheus: speed layer", f"http://127.0.0.1:{demo.stream_metrics_port}/metrics")
     urls.add_row(
         "Prometheus: Dagster", f"http://127.0.0.1:{settings.dagster_exporter_port}/metrics"
     )

@@ -11,6 +11,7 @@ from rich.console import Console
 from shoplake.core.platform.kafka import LocalKafka
 from shoplake.core.platform.process import read_pid, spawn, stop_group, stop_pid, wait_http
 from shoplake.core.settings import Settings
+from shoplake.core.stream_config import runtime_from_env
 
 
 @dataclass
@@ -20,6 +21,11 @@ class Demo:
     env: dict[str, str]
     started: list[tuple[str, int]] = field(default_factory=list)
     started_kafka: bool = False
+
+    @property
+    def stream_metrics_port(self) -> int:
+        """Where the demo's speed layer serves its Prometheus metrics (SHOPLAKE_STREAM_METRICS_PORT)."""
+        return runtime_from_env(self.env).metrics_port
 
     @property
     def run_dir(self) -> Path:
