@@ -15,6 +15,7 @@ import dagster as dg
 import polars as pl
 
 from resources.dbt import dbt_cli
+from resources.ml import MlflowResource
 from shoplake.core.lake.io import LakePath, is_object_store, lake_location
 from shoplake.core.notify import Notification, Notifier
 from shoplake.core.pii import Pseudonymizer
@@ -160,6 +161,11 @@ def _local(s: Settings) -> dict[str, Any]:
         "pii": PIIResource(key=s.pii_key.decode(), key_id=s.pii_key_id),
         "notifier": NotifierResource(
             home=str(s.home), webhook_url=s.slack_webhook_url, dagster_url=s.dagster_url
+        ),
+        "mlflow": MlflowResource(
+            tracking_uri=s.tracking_uri,
+            artifact_dir=str(s.mlflow_dir / "artifacts"),
+            ui_url=f"http://127.0.0.1:{s.mlflow_port}",
         ),
     }
 

@@ -59,6 +59,8 @@ ENV_VARS: dict[str, str | None] = {
     "SHOPLAKE_STREAM_LAG_ALERT": "10000",  # speed-layer lag (messages) that the sensor alerts on
     "SHOPLAKE_SILVER_SPILL_ROWS": "2000000",  # bronze rows a day above which silver goes out of core
     "SHOPLAKE_SILVER_BUCKETS": "32",  # hash buckets of an out-of-core silver day
+    "SHOPLAKE_MLFLOW_TRACKING_URI": None,  # an MLflow server; default: SQLite under <home>/mlflow
+    "SHOPLAKE_MLFLOW_PORT": "5000",  # make demo: MLflow UI
 }
 
 
@@ -105,6 +107,8 @@ class Settings:
     dagster_port: int = 3000
     dashboard_port: int = 8501
     dagster_exporter_port: int = 9200
+    mlflow_tracking_uri: str | None = None
+    mlflow_port: int = 5000
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -141,6 +145,20 @@ class Settings:
     def stream_recovery_dir(self) -> Path:
         """Where ``shoplake stream`` keeps Bytewax's recovery partitions."""
         return self.home / "stream" / "recovery"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """The default MLflow store: a SQLite backend and the artifacts beside it."""
+        return self.home / "mlflow"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.mlflow_dir / 'mlflow.db'}"
+
+    @property
+    def feast_dir(self) -> Path:
+        """The Feast registry and, without SHOPLAKE_PG_DSN, its SQLite online store."""
+        return self.home / "feast"
 
     @property
     def shopdb_sqlite_path(self) -> Path:
@@ -278,4 +296,6 @@ def get_settings(env: dict[str, str] | None = None) -> Settings:
         dagster_port=int(_positive("SHOPLAKE_DAGSTER_PORT", env)),
         dashboard_port=int(_positive("SHOPLAKE_DASHBOARD_PORT", env)),
         dagster_exporter_port=int(_positive("SHOPLAKE_DAGSTER_EXPORTER_PORT", env)),
+        mlflow_tracking_uri=_get("SHOPLAKE_MLFLOW_TRACKING_URI", env),
+        mlflow_port=int(_positive("SHOPLAKE_MLFLOW_PORT", env)),
     )

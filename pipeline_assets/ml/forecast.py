@@ -1,0 +1,5 @@
+"""(being written)"""
+
+import dagster as dg
+
+defs = dg.Definitions()
