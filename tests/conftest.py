@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -30,6 +31,10 @@ from shoplake.core import clock
 from shoplake.core.platform.kafka import LocalKafka
 from shoplake.core.platform.postgres import LocalPostgres
 from shoplake.core.settings import REPO_ROOT
+from shoplake.simulator import FaultRates, SimConfig
+
+if TYPE_CHECKING:
+    from bench.sim_lake import SimLake
 
 # The shell's settings must not reach the tests (a developer's SHOPLAKE_HOME or DAGSTER_HOME would
 # point them at real state): every test starts from the defaults, and sets what it needs. The same
@@ -108,6 +113,47 @@ def collector(
     c = RunningCollector(collector_env(tmp_path_factory.mktemp("collector"), kafka_bootstrap))
     yield c
     c.stop()
+
+
+# The ML layer's lake: three weeks of a small shop, before the end-to-end test's days.
+ML_CONFIG = SimConfig(
+    start=TODAY - timedelta(days=30),
+    days=21,
+    users=400,
+    seed=13,
+    faults=FaultRates(bot_burst=0.02),
+)
+
+
+@pytest.fixture(scope="session")
+def ml_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimLake]:
+    """Three simulated weeks through their own broker and the whole graph, ML layer included, in
+    one run (a single-run backfill): the lake, the run and the simulator's bot visitors."""
+    # Dagster and the code location load only for the tests that use this lake.
+    from bench.sim_lake import (
+        SimLake,
+        arrival_days,
+        graph_part,
+        lake_settings,
+        materialize_range,
+        simulate_into,
+    )
+    from pipeline_assets.definitions import defs
+    from resources import resources_for
+
+    root = tmp_path_factory.mktemp("ml_lake")
+    try:
+        broker = start_broker(root / "kafka")
+    except Exception as exc:
+        unavailable("Kafka", exc)
+    settings = lake_settings(root / "home", broker.bootstrap)
+    report, bots = simulate_into(settings, ML_CONFIG)
+    resources = resources_for(settings)
+    first, last = arrival_days(ML_CONFIG)
+    run = materialize_range(graph_part(defs), resources, first, last)
+    days = [ML_CONFIG.start + timedelta(days=i) for i in range(ML_CONFIG.days)]
+    yield SimLake(root / "home", settings, resources, days, bots, run=run, report=report)
+    broker.stop()
 
 
 @pytest.fixture(scope="session")

@@ -90,7 +90,8 @@ def load_history(demo: Demo, first: date, days: int, users: int) -> SimReport:
 
 
 def serve(demo: Demo) -> None:
-    """Stage 4: the Dagster UI and daemon, Dagster's metrics exporter and the dashboards."""
+    """Stage 4: the Dagster UI and daemon, Dagster's metrics exporter, the dashboards and, for the
+    local tracking store, the MLflow UI."""
     settings = demo.settings
     workspace = str(REPO_ROOT / "workspace.yaml")
     dagster = f"http://127.0.0.1:{settings.dagster_port}"
@@ -111,6 +112,17 @@ def serve(demo: Demo) -> None:
     streamlit += ["--server.port", str(settings.dashboard_port)]
     streamlit += ["--browser.gatherUsageStats", "false"]
     demo.service("dashboards", streamlit, f"{dashboards}/_stcore/health")
+    if settings.mlflow_tracking_uri is None:
+        mlflow_ui = [str(BIN / "mlflow"), "ui", "--backend-store-uri", settings.tracking_uri]
+        mlflow_ui += ["--host", "127.0.0.1", "--port", str(settings.mlflow_port), "--workers", "1"]
+        demo.service("mlflow-ui", mlflow_ui, f"{mlflow_url(settings)}/health", timeout=120)
+
+
+def mlflow_url(settings) -> str:
+    """The MLflow UI: the one the demo serves, or the configured tracking server."""
+    if settings.mlflow_tracking_uri and settings.mlflow_tracking_uri.startswith("http"):
+        return settings.mlflow_tracking_uri
+    return f"http://127.0.0.1:{settings.mlflow_port}"
 
 
 def print_urls(demo: Demo) -> None:
@@ -120,9 +132,10 @@ def print_urls(demo: Demo) -> None:
         "Dagster (lineage, partitions, checks)", f"http://127.0.0.1:{settings.dagster_port}"
     )
     urls.add_row(
-        "Dashboards (Live, Commerce, Ads, Data health)",
+        "Dashboards (Live, Commerce, Ads, Models, Data health)",
         f"http://127.0.0.1:{settings.dashboard_port}",
     )
+    urls.add_row("MLflow (training runs, registered models)", mlflow_url(settings))
     urls.add_row("Prometheus: collector", f"{settings.collector_url}/metrics")
     urls.add_row("Prometheus: speed layer", f"http://127.0.0.1:{demo.stream_metrics_port}/metrics")
     urls.add_row(
