@@ -115,10 +115,11 @@ def collector(
     c.stop()
 
 
-# The ML layer's lake: three weeks of a small shop, before the end-to-end test's days.
+# The ML layer's lake: five weeks of a small shop (the revenue forecast needs 35 days of history),
+# before the end-to-end test's days.
 ML_CONFIG = SimConfig(
-    start=TODAY - timedelta(days=30),
-    days=21,
+    start=TODAY - timedelta(days=45),
+    days=36,
     users=400,
     seed=13,
     faults=FaultRates(bot_burst=0.02),
@@ -127,7 +128,7 @@ ML_CONFIG = SimConfig(
 
 @pytest.fixture(scope="session")
 def ml_lake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimLake]:
-    """Three simulated weeks through their own broker and the whole graph, ML layer included, in
+    """Five simulated weeks through their own broker and the whole graph, ML layer included, in
     one run (a single-run backfill): the lake, the run and the simulator's bot visitors."""
     # Dagster and the code location load only for the tests that use this lake.
     from bench.sim_lake import (

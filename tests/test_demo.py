@@ -26,6 +26,7 @@ PAGES = {
     "live": ("", "Live"),
     "commerce": ("commerce", "Commerce"),
     "ads": ("ads", "Ads"),
+    "models": ("models", "Models"),
     "health": ("health", "Data health"),
 }
 
@@ -61,7 +62,7 @@ def has_live_numbers(lake: Path) -> bool:
     )
 
 
-def check_pages(base: str) -> dict[str, dict]:
+def check_pages(base: str, pages: dict[str, tuple[str, str]] = PAGES) -> dict[str, dict]:
     from playwright.sync_api import sync_playwright
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -69,7 +70,7 @@ def check_pages(base: str) -> dict[str, dict]:
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1600})
-        for name, (path, title) in PAGES.items():
+        for name, (path, title) in pages.items():
             page.goto(f"{base}/{path}")
             page.get_by_role("heading", name=title).first.wait_for(timeout=60_000)
             page.locator(".vega-embed").first.wait_for(timeout=60_000)

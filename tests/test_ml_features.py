@@ -91,7 +91,8 @@ def test_bots_stand_out_in_the_timing_features(ml_lake):
     bots, people = frame.filter(is_bot), frame.filter(~is_bot)
     assert bots.height >= 10, "the simulated weeks hold bot sessions"
     assert bots["fast_event_share"].median() >= 0.8
-    assert people["fast_event_share"].median() <= 0.1
+    # People have some events under 100 ms apart too (a page view and its ad impression)
+    assert people["fast_event_share"].median() <= 0.4
 
 
 def test_product_features_match_the_mart(ml_lake):

@@ -1,4 +1,4 @@
-"""shoplake dashboards (Streamlit): Live, Commerce, Ads and Data health.
+"""shoplake dashboards (Streamlit): Live, Commerce, Ads, Models and Data health.
 
     shoplake dashboards            (or: streamlit run shoplake/dashboards/app.py)
 
@@ -14,7 +14,7 @@ import polars as pl
 import streamlit as st
 
 from shoplake.core.settings import get_settings
-from shoplake.dashboards import data
+from shoplake.dashboards import data, models
 
 st.set_page_config(page_title="shoplake", page_icon=":bar_chart:", layout="wide")
 SETTINGS = get_settings()
@@ -222,6 +222,51 @@ def ads_page() -> None:
         st.bar_chart(inv.to_pandas(), x="category", y="ctr", color="inventory_type")
 
 
+def forecast_chart(actual: pl.DataFrame, forecast: pl.DataFrame) -> alt.LayerChart:
+    """Actual revenue, the forecast, and its 80 % and 95 % intervals as nested bands."""
+    fc = forecast.rename({"forecast_date": "day"}).to_pandas()
+    base = alt.Chart(fc).encode(x=alt.X("day:T", title=None))
+    band95 = base.mark_area(opacity=0.2).encode(y=alt.Y("lo95:Q", title="revenue"), y2="hi95:Q")
+    band80 = base.mark_area(opacity=0.35).encode(y="lo80:Q", y2="hi80:Q")
+    line = base.mark_line(strokeDash=[4, 3]).encode(y="yhat:Q")
+    seen = alt.Chart(actual.to_pandas()).mark_line(point=True).encode(x="day:T", y="revenue:Q")
+    return alt.layer(band95, band80, line, seen)
+
+
+def models_page() -> None:
+    st.title("Models")
+    st.subheader("Revenue forecast vs actual")
+    actual, forecast = models.forecast_vs_actual(SRC)
+    if not empty(forecast, "revenue forecast (it needs a few weeks of daily revenue)"):
+        served = forecast["model"][0]
+        st.caption(f"served model: {served}; bands: 80 % and 95 % intervals")
+        st.altair_chart(forecast_chart(actual, forecast), use_container_width=True)
+    st.subheader("Backtest errors per model")
+    errors = models.backtest(SRC)
+    if not empty(errors, "backtest results"):
+        chart = (
+            alt.Chart(errors.drop_nulls("value").to_pandas())
+            .mark_bar()
+            .encode(x=alt.X("model:N", title=None), y="value:Q", color="model:N", column="metric:N")
+        )
+        st.altair_chart(chart)
+    left, right = st.columns(2)
+    with left:
+        day, flagged = models.anomalies(SRC)
+        st.subheader(f"Anomalous visitors{f' on {day}' if day else ''}")
+        if not empty(flagged, "anomaly scores"):
+            st.metric("Flagged", flagged.height)
+            st.dataframe(flagged, hide_index=True, use_container_width=True)
+    with right:
+        day, profile = models.segments(SRC)
+        st.subheader(f"Customer segments{f' on {day}' if day else ''}")
+        if not empty(profile, "customer segments"):
+            sizes = alt.Chart(profile.to_pandas()).mark_bar()
+            sizes = sizes.encode(x="customers:Q", y=alt.Y("segment_label:N", title=None))
+            st.altair_chart(sizes, use_container_width=True)
+            st.dataframe(profile, hide_index=True, use_container_width=True)
+
+
 def health_page() -> None:
     st.title("Data health")
     st.subheader("Latest partition per table")
@@ -282,6 +327,12 @@ nav = st.navigation(
             url_path="commerce",
         ),
         st.Page(guarded(ads_page), title="Ads", icon=":material/ads_click:", url_path="ads"),
+        st.Page(
+            guarded(models_page),
+            title="Models",
+            icon=":material/model_training:",
+            url_path="models",
+        ),
         st.Page(
             guarded(health_page),
             title="Data health",
