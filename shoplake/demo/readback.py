@@ -92,6 +92,10 @@ def summary(demo: Demo, first: date, last: date, history, live: LiveTraffic | No
         "silver sessions": rows("silver", "sessions"),
         **{f"gold {k}": v for k, v in marts.items()},
         **{f"speed {k}": v for k, v in speed.items()},
+        "ml user_daily_features": rows("ml", "user_daily_features"),
+        "ml product_daily_features": rows("ml", "product_daily_features"),
+        "ml user_anomalies": rows("ml", "user_anomalies"),
+        "ml customer_segments": rows("ml", "customer_segments"),
         "live events sent": live.sent if live else 0,
     }
     alerts = read_table("alerts", lake)
@@ -119,7 +123,15 @@ def verify(demo: Demo, first: date, last: date, counts: dict) -> list[str]:
         problems.append(
             f"gold.mart_daily_kpis has {counts['gold mart_daily_kpis']} rows, expected {days}"
         )
-    for key in ("bronze events", "silver events", "silver sessions", "speed window_metrics"):
+    for key in (
+        "bronze events",
+        "silver events",
+        "silver sessions",
+        "speed window_metrics",
+        "ml user_daily_features",
+        "ml user_anomalies",
+        "ml customer_segments",
+    ):
         if not counts[key]:
             problems.append(f"{key} is empty")
     resources = resources_for(demo.settings)
