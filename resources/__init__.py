@@ -15,7 +15,7 @@ import dagster as dg
 import polars as pl
 
 from resources.dbt import dbt_cli
-from resources.ml import MlflowResource
+from resources.ml import FeastResource, MlflowResource
 from shoplake.core.lake.io import LakePath, is_object_store, lake_location
 from shoplake.core.notify import Notification, Notifier
 from shoplake.core.pii import Pseudonymizer
@@ -166,6 +166,12 @@ def _local(s: Settings) -> dict[str, Any]:
             tracking_uri=s.tracking_uri,
             artifact_dir=str(s.mlflow_dir / "artifacts"),
             ui_url=f"http://127.0.0.1:{s.mlflow_port}",
+        ),
+        "feast": FeastResource(
+            feast_dir=str(s.feast_dir),
+            lake_root=s.lake_root,
+            s3_endpoint_url=s.s3_endpoint_url,
+            pg_dsn=s.pg_dsn,
         ),
     }
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from shoplake.core.ml.feature_store import StoreConfig, build_store
 from shoplake.core.ml.tracking import TrackingStore
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 
 class MlflowResource(dg.ConfigurableResource):
@@ -28,3 +33,25 @@ class MlflowResource(dg.ConfigurableResource):
             artifact_dir=Path(self.artifact_dir) if self.artifact_dir else None,
             ui_url=self.ui_url,
         )
+
+
+class FeastResource(dg.ConfigurableResource):
+    """The Feast feature store: registry (and, without ``pg_dsn``, the SQLite online store) under
+    ``feast_dir``; offline sources are the lake's ``ml/*`` feature Parquet under ``lake_root``.
+    The repo definition itself is shoplake.core.ml.feature_store."""
+
+    feast_dir: str
+    lake_root: str
+    s3_endpoint_url: str | None = None
+    pg_dsn: str | None = None  # set: Feast's Postgres online store
+
+    def store_config(self) -> StoreConfig:
+        return StoreConfig(
+            feast_dir=Path(self.feast_dir),
+            lake_root=self.lake_root,
+            s3_endpoint_url=self.s3_endpoint_url,
+            pg_dsn=self.pg_dsn,
+        )
+
+    def store(self) -> FeatureStore:
+        return build_store(self.store_config())
