@@ -190,6 +190,12 @@ def _prod(s: Settings) -> dict[str, Any]:
             webhook_url=dg.EnvVar("SHOPLAKE_SLACK_WEBHOOK_URL") if s.slack_webhook_url else None,
             dagster_url=s.dagster_url,
         ),
+        "feast": FeastResource(
+            feast_dir=str(s.feast_dir),
+            lake_root=s.lake_root,
+            s3_endpoint_url=s.s3_endpoint_url,
+            pg_dsn=dg.EnvVar("SHOPLAKE_PG_DSN") if s.pg_dsn else None,
+        ),
     }
 
 
