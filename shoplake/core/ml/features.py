@@ -1,6 +1,6 @@
-"""The daily feature tables, as SQL over the gold marts, run by the warehouse itself (DuckDB, or
-Postgres with SHOPLAKE_WAREHOUSE_DSN: the SQL keeps to what both accept). bench/ml_features.py
-measured this against Polars on the same input; see there.
+"""The daily feature tables, as SQL over the gold marts, run by the warehouse itself (DuckDB; the
+SQL keeps to what Postgres accepts too, untested there so far). bench/ml_day.py measures it
+against the same features in Polars on the same input (docs/ml.md has the figures).
 
 Point in time: a day's row reads only gold rows dated on or before that day, so recomputing day
 D after D+1 exists gives the same rows; rows are sorted by their key so they give the same bytes.
