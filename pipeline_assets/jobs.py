@@ -17,13 +17,14 @@ from pipeline_assets.partitions import daily_partitions
 from pipeline_assets.silver.assets import LATENESS_DAYS
 from shoplake.core.days import lateness_window
 
-LAKE = dg.AssetSelection.key_prefixes(["bronze"], ["silver"], ["staging"], ["gold"])
+LAKE = dg.AssetSelection.key_prefixes(["bronze"], ["silver"], ["staging"], ["gold"], ["ml"])
 
-# daily ETL: bronze -> silver -> gold for a day (or a range, in one run), with every check.
+# daily ETL: bronze -> silver -> gold -> ML for a day (or a range, in one run), with every check.
 daily_etl_job = dg.define_asset_job(
     "daily_etl",
     selection=LAKE,
-    description="Bronze, silver and gold for a day or a range of days (the daily ETL DAG).",
+    description="Bronze, silver, gold and the ML layer (features, models, feature store) for a "
+    "day or a range of days (the daily ETL DAG).",
 )
 
 # dbt run: the gold layer alone, for re-running marts over existing silver.
