@@ -252,10 +252,17 @@ def models_page() -> None:
         st.altair_chart(chart)
     left, right = st.columns(2)
     with left:
-        day, flagged = models.anomalies(SRC)
+        day, scores, flagged = models.anomalies(SRC)
         st.subheader(f"Anomalous visitors{f' on {day}' if day else ''}")
-        if not empty(flagged, "anomaly scores"):
+        if not empty(scores, "anomaly scores"):
             st.metric("Flagged", flagged.height)
+            histogram = alt.Chart(scores.to_pandas()).mark_bar()
+            histogram = histogram.encode(
+                x=alt.X("anomaly_score:Q", bin=alt.Bin(maxbins=30), title="anomaly score"),
+                y=alt.Y("count():Q", title="visitors"),
+                color=alt.Color("is_anomaly:N", title="flagged"),
+            )
+            st.altair_chart(histogram, use_container_width=True)
             st.dataframe(flagged, hide_index=True, use_container_width=True)
     with right:
         day, profile = models.segments(SRC)

@@ -41,13 +41,15 @@ def backtest(src: Sources) -> pl.DataFrame:
     return latest(src, "forecast_backtest")[1]
 
 
-def anomalies(src: Sources) -> tuple[date | None, pl.DataFrame]:
-    """The newest day's flagged visitors, most unusual first, with their evidence."""
+def anomalies(src: Sources) -> tuple[date | None, pl.DataFrame, pl.DataFrame]:
+    """The newest day's scores of every visitor, and its flagged visitors, most unusual first,
+    with their evidence."""
     day, frame = latest(src, "user_anomalies")
     if frame.is_empty():
-        return day, frame
+        return day, frame, frame
+    scores = frame.select("anomaly_score", "is_anomaly")
     flagged = frame.filter(pl.col("is_anomaly")).sort("anomaly_score", descending=True)
-    return day, flagged.select("visitor_id", "anomaly_score", "evidence", "is_rule_bot")
+    return day, scores, flagged.select("visitor_id", "anomaly_score", "evidence", "is_rule_bot")
 
 
 def segments(src: Sources) -> tuple[date | None, pl.DataFrame]:

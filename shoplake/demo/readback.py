@@ -130,7 +130,6 @@ def verify(demo: Demo, first: date, last: date, counts: dict) -> list[str]:
         "speed window_metrics",
         "ml user_daily_features",
         "ml user_anomalies",
-        "ml customer_segments",
     ):
         if not counts[key]:
             problems.append(f"{key} is empty")
