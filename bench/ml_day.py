@@ -16,7 +16,6 @@ group adds to the day's run.
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
 import time
 from datetime import date, timedelta
@@ -32,6 +31,7 @@ import polars as pl  # noqa: E402
 from polars.testing import assert_frame_equal  # noqa: E402
 
 from bench.batch import step_times  # noqa: E402
+from bench.engines import timed  # noqa: E402
 from bench.sim_lake import graph_part, lake_settings, simulate_into  # noqa: E402
 from bench.support import start_broker  # noqa: E402
 from pipeline_assets.definitions import defs  # noqa: E402
@@ -116,20 +116,14 @@ def polars_user_features(events: pl.DataFrame, sessions: pl.DataFrame, day: date
     return F.conform(out, F.USER_SCHEMA)
 
 
-def time_it(fn, repeat: int = 5) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+REPEAT = 5  # each engine's timing is the median of this many runs
 
 
 def engines(warehouse: Path, day: date) -> None:
     def sql(q, params):
         return query(q, params, path=warehouse)
 
-    duck_s, duck = time_it(lambda: F.user_features(sql, day))
+    duck_s, duck = timed(lambda: F.user_features(sql, day), REPEAT)
     first = day - timedelta(days=max(F.ROLLING_DAYS) - 1)
     cols = "user_id, anonymous_id, event_at, event_date, event_type, platform, device_type, order_total, is_bot"
 
@@ -145,8 +139,8 @@ def engines(warehouse: Path, day: date) -> None:
             con.close()
         return ev, se
 
-    read_s, (events, sessions) = time_it(read)
-    pol_s, pol = time_it(lambda: polars_user_features(events, sessions, day))
+    read_s, (events, sessions) = timed(read, REPEAT)
+    pol_s, pol = timed(lambda: polars_user_features(events, sessions, day), REPEAT)
     try:  # gaps differ in the last bits: differences of float epochs in SQL, of microseconds in Polars
         assert_frame_equal(duck, pol, check_exact=False, abs_tol=1e-5)
         same, diff = True, " (floats to 10 µs)"
@@ -157,7 +151,7 @@ def engines(warehouse: Path, day: date) -> None:
     print(f"    Polars, compute only (peer):               {pol_s:6.2f} s")
     print(f"    Polars, reading gold + compute (peer):     {read_s + pol_s:6.2f} s")
     print(f"    same table from both: {same}{diff}")
-    prod_s, prod = time_it(lambda: F.product_features(sql, day))
+    prod_s, prod = timed(lambda: F.product_features(sql, day), REPEAT)
     print(f"product features, {prod.height:,} products: DuckDB SQL {prod_s:6.2f} s")
 
 
